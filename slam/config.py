@@ -1,0 +1,151 @@
+"""One typed configuration object, loaded once and passed explicitly.
+
+:func:`load_config` reads our own YAML (nested sections matching the models below)
+or an ORB-SLAM-style settings file (``%YAML:1.0``, ``ORBextractor.nFeatures`` …),
+then applies dotted overrides such as ``{"features.n_features": 1500}``.
+Camera intrinsics are *not* here: they belong to :class:`slam.camera.Calibration`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from slam.errors import ConfigError
+
+Sensor = Literal["mono", "stereo", "rgbd"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class FeatureConfig(_Section):
+    """ORB extraction."""
+
+    n_features: int = Field(1000, ge=100, le=10000)
+    n_features_init: int = Field(2000, ge=100, le=20000, description="monocular initialisation")
+    scale_factor: float = Field(1.2, gt=1.0, le=2.0)
+    n_levels: int = Field(8, ge=1, le=16)
+    fast_threshold: int = Field(20, ge=1, le=100)
+    min_fast_threshold: int = Field(7, ge=1, le=100)
+    grid_cell_px: int = Field(32, ge=8, le=256, description="cell size of the spreading grid")
+
+
+class TrackingConfig(_Section):
+    """Tracking thread."""
+
+    match_ratio: float = Field(0.8, gt=0.0, le=1.0)
+    hamming_threshold_high: int = Field(100, ge=1, le=256)
+    hamming_threshold_low: int = Field(50, ge=1, le=256)
+    projection_radius_px: float = Field(15.0, gt=0.0)
+    min_tracked_points: int = Field(30, ge=5)
+    min_init_map_points: int = Field(100, ge=10)
+    huber_px: float = Field(2.4477, gt=0.0, description="sqrt(chi2 2 dof 95%) ... as pixels")
+    pose_iterations: int = Field(10, ge=1)
+    keyframe_min_frames: int = Field(0, ge=0)
+    keyframe_max_frames: int = Field(30, ge=1)
+    keyframe_tracked_ratio: float = Field(0.9, gt=0.0, le=1.0)
+    local_map_keyframes: int = Field(20, ge=1)
+    lost_after_failures: int = Field(1, ge=1)
+
+
+class MappingConfig(_Section):
+    """Local mapping thread."""
+
+    queue_size: int = Field(8, ge=1)
+    covisible_for_triangulation: int = Field(10, ge=1)
+    local_ba_keyframes: int = Field(10, ge=2)
+    local_ba_iterations: int = Field(10, ge=1)
+    huber_px: float = Field(2.4477, gt=0.0)
+    cull_found_ratio: float = Field(0.25, ge=0.0, le=1.0)
+    cull_redundant_ratio: float = Field(0.9, ge=0.0, le=1.0)
+    enabled: bool = True
+
+
+class SystemConfig(_Section):
+    """Wiring of the threads."""
+
+    frame_queue_size: int = Field(8, ge=1)
+    realtime: bool = False
+    threads: bool = True
+
+
+class SlamConfig(_Section):
+    """The whole configuration: one section per concern."""
+
+    features: FeatureConfig = Field(default_factory=FeatureConfig)  # type: ignore[arg-type]
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)  # type: ignore[arg-type]
+    mapping: MappingConfig = Field(default_factory=MappingConfig)  # type: ignore[arg-type]
+    system: SystemConfig = Field(default_factory=SystemConfig)  # type: ignore[arg-type]
+
+
+_ORB_SETTINGS_KEYS: dict[str, str] = {
+    "ORBextractor.nFeatures": "features.n_features",
+    "ORBextractor.scaleFactor": "features.scale_factor",
+    "ORBextractor.nLevels": "features.n_levels",
+    "ORBextractor.iniThFAST": "features.fast_threshold",
+    "ORBextractor.minThFAST": "features.min_fast_threshold",
+}
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"cannot set {dotted}: {part} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _read_orb_settings(path: Path) -> dict[str, Any]:
+    from slam.io.settings import read_opencv_yaml  # local: keeps config import light
+
+    tree: dict[str, Any] = {}
+    values = read_opencv_yaml(path)
+    for key, dotted in _ORB_SETTINGS_KEYS.items():
+        if key in values:
+            _set_dotted(tree, dotted, values[key])
+    return tree
+
+
+def _read_own_yaml(path: Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    return data
+
+
+def load_config(
+    path: str | Path | None = None, overrides: dict[str, Any] | None = None
+) -> SlamConfig:
+    """Load the configuration from ``path`` (ours or ORB-SLAM settings), then overrides.
+
+    Raises :class:`ConfigError` for a missing file, bad YAML or invalid values.
+    """
+    tree: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"configuration file not found: {p}")
+        head = p.read_text(errors="replace")[:64]
+        tree = _read_orb_settings(p) if head.lstrip().startswith("%YAML") else _read_own_yaml(p)
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(tree, dotted, value)
+    try:
+        return SlamConfig.model_validate(tree)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(x) for x in first["loc"])
+        raise ConfigError(f"invalid configuration at {where}: {first['msg']}") from exc

@@ -1,0 +1,1 @@
+"""Pure geometry: Lie groups, pose conventions, two-view geometry, PnP, alignment."""
