@@ -40,7 +40,10 @@ class TrackingConfig(_Section):
     match_ratio: float = Field(0.8, gt=0.0, le=1.0)
     hamming_threshold_high: int = Field(100, ge=1, le=256)
     hamming_threshold_low: int = Field(50, ge=1, le=256)
-    projection_radius_px: float = Field(15.0, gt=0.0)
+    motion_radius_px: float = Field(
+        10.0, gt=0.0, description="motion-model search radius at level 0 (doubled on failure)"
+    )
+    recovery_keyframes: int = Field(40, ge=1, description="latest keyframes searched when lost")
     min_tracked_points: int = Field(30, ge=5)
     min_init_map_points: int = Field(100, ge=10)
     huber_px: float = Field(2.4477, gt=0.0, description="sqrt(chi2 2 dof 95%) ... as pixels")

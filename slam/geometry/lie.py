@@ -41,12 +41,14 @@ def so3_exp(phi: Array) -> Array:
 def so3_log(R: Array) -> Array:
     """Axis-angle vector (3,) of a rotation matrix, angle in [0, pi]."""
     cos_t = np.clip((np.trace(R) - 1.0) * 0.5, -1.0, 1.0)
-    theta = float(np.arccos(cos_t))
+    # atan2 keeps the angle accurate near 0 and pi, where arccos is ill-conditioned.
+    theta = float(np.arctan2(0.5 * np.linalg.norm(vee(R - R.T)), cos_t))
     if theta < 1e-7:
         return vee(R - R.T) * 0.5
     if np.pi - theta < 1e-4:
-        # Near pi: use the diagonal to find the axis robustly.
-        B = (R + np.eye(3)) * 0.5
+        # Near pi: the symmetric part is cos(t) I + (1 - cos(t)) a a^T, so
+        # a a^T is exact from it; take its largest column for the axis.
+        B = (0.5 * (R + R.T) - cos_t * np.eye(3)) / (1.0 - cos_t)
         k = int(np.argmax(np.diag(B)))
         axis = B[:, k] / np.sqrt(max(B[k, k], _EPS))
         axis /= np.linalg.norm(axis)
@@ -63,7 +65,7 @@ def so3_left_jacobian(phi: Array) -> Array:
     W = hat(phi)
     if theta < 1e-6:
         return np.eye(3) + 0.5 * W + W @ W / 6.0
-    a = (1.0 - np.cos(theta)) / theta**2
+    a = 2.0 * np.sin(0.5 * theta) ** 2 / theta**2  # (1 - cos t) / t^2 without cancellation
     b = (theta - np.sin(theta)) / theta**3
     return np.eye(3) + a * W + b * W @ W
 
@@ -74,7 +76,10 @@ def so3_left_jacobian_inv(phi: Array) -> Array:
     W = hat(phi)
     if theta < 1e-6:
         return np.eye(3) - 0.5 * W + W @ W / 12.0
-    c = (1.0 / theta**2) * (1.0 - (theta * np.sin(theta)) / (2.0 * (1.0 - np.cos(theta))))
+    # (1 - t sin t / (2 (1 - cos t))) / t^2, written with the half angle to avoid the
+    # cancellation in 1 - cos t that ruins it for small t.
+    half = 0.5 * theta
+    c = (1.0 - half / np.tan(half)) / theta**2
     return np.eye(3) - 0.5 * W + c * W @ W
 
 
@@ -103,7 +108,7 @@ def se3_inv(T: Array) -> Array:
 
 
 def se3_adjoint(T: Array) -> Array:
-    """Adjoint (6x6) of a pose for twists ordered ``[rho, phi]``: ``T exp(xi) T^-1 = exp(Ad xi)``."""
+    """Adjoint (6x6) of a pose for twists ``[rho, phi]``: ``T exp(xi) T^-1 = exp(Ad xi)``."""
     R, t = T[:3, :3], T[:3, 3]
     Ad = np.zeros((6, 6))
     Ad[:3, :3] = R
@@ -125,31 +130,45 @@ def transform_points(T: Array, xyz: Array) -> Array:
     return xyz @ T[:3, :3].T + T[:3, 3]
 
 
+_SERIES_K = np.arange(16)
+_SERIES_J = np.arange(8)
+_FACT = np.cumprod(np.r_[1.0, np.arange(1.0, 20.0)])  # 0! .. 19!
+
+
+def _sim3_W_series(theta: float, sigma: float) -> tuple[float, float, float]:
+    """Coefficients ``c, a, b`` of ``W`` by power series, exact to rounding for |.| < 0.1.
+
+    ``W = int_0^1 e^(sigma u) exp(u A) du`` gives ``c = sum sigma^k / (k + 1)!`` and
+    double series in ``sigma`` and ``theta^2`` for ``a`` and ``b``.
+    """
+    k, j = _SERIES_K[:, None], _SERIES_J[None, :]
+    sk = sigma ** _SERIES_K[:, None] / _FACT[k]
+    tj = (-(theta**2)) ** _SERIES_J[None, :]
+    c = float(np.sum(sigma**_SERIES_K / _FACT[_SERIES_K + 1]))
+    a = float(np.sum(sk * tj / (_FACT[2 * j + 1] * (k + 2 * j + 2))))
+    b = float(np.sum(sk * tj / (_FACT[2 * j + 2] * (k + 2 * j + 3))))
+    return c, a, b
+
+
 def _sim3_W(phi: Array, sigma: float) -> Array:
     """The matrix ``W`` (3x3) with ``t = W rho`` in the Sim(3) exponential."""
     theta = float(np.linalg.norm(phi))
     A = hat(phi)
-    I = np.eye(3)
+    if abs(sigma) < 0.1 and theta < 0.1:
+        c, a, b = _sim3_W_series(theta, sigma)
+        return c * np.eye(3) + a * A + b * A @ A
+    # Closed forms, written with expm1 and half angles to avoid cancellation.
     s = np.exp(sigma)
-    if abs(sigma) < 1e-8:
-        c = 1.0
-        if theta < 1e-8:
-            return I + 0.5 * A + A @ A / 6.0
-        a = (1.0 - np.cos(theta)) / theta**2
-        b = (theta - np.sin(theta)) / theta**3
-        return c * I + a * A + b * A @ A
-    c = (s - 1.0) / sigma
-    if theta < 1e-8:
-        a = ((sigma - 1.0) * s + 1.0) / sigma**2
-        b = (0.5 * sigma**2 - sigma + 1.0) * s
-        b = (b - 1.0) / sigma**3
-        return c * I + a * A + b * A @ A
-    th2 = theta * theta
-    sa, ca = np.sin(theta), np.cos(theta)
-    den = sigma**2 + th2
-    a = ((s * sigma * sa) + (1.0 - s * ca) * theta) / (theta * den)
-    b = (c - ((s * ca - 1.0) * sigma + s * sa * theta) / den) / th2
-    return c * I + a * A + b * A @ A
+    c = _sim3_W_series(0.0, sigma)[0] if abs(sigma) < 0.1 else np.expm1(sigma) / sigma
+    sinc = np.sin(theta) / theta if theta > 0.0 else 1.0
+    one_minus_s_cos = -np.expm1(sigma) + 2.0 * s * np.sin(0.5 * theta) ** 2
+    den = sigma**2 + theta**2
+    a = (s * sigma * sinc + one_minus_s_cos) / den
+    if theta < 1e-6:  # here |sigma| >= 0.1: the theta -> 0 limit
+        b = ((0.5 * sigma**2 - sigma + 1.0) * s - 1.0) / sigma**3
+    else:
+        b = (c - (-one_minus_s_cos * sigma + s * sinc * theta**2) / den) / theta**2
+    return c * np.eye(3) + a * A + b * A @ A
 
 
 def sim3_exp(v: Array) -> Array:
@@ -196,3 +215,20 @@ def sim3_adjoint(S: Array) -> Array:
     Ad[3:6, 3:6] = R
     Ad[6, 6] = 1.0
     return Ad
+
+
+def orthonormalize_pose(T: Array) -> Array:
+    """Project the rotation block of a pose (4x4) back onto SO(3) (nearest by SVD).
+
+    Composing poses accumulates round-off; anything that chains poses frame
+    after frame (the motion model) must re-project or the error grows geometrically.
+    """
+    U, _, Vt = np.linalg.svd(T[:3, :3])
+    R = U @ Vt
+    if np.linalg.det(R) < 0:
+        U[:, -1] *= -1
+        R = U @ Vt
+    out = T.copy()
+    out[:3, :3] = R
+    out[3] = (0.0, 0.0, 0.0, 1.0)
+    return out

@@ -1,0 +1,267 @@
+"""``slam run``: track a sequence, write the trajectory, stats, ATE and a plot."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import math
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from slam.errors import CalibrationError, ConfigError, SensorError, SlamError
+
+if TYPE_CHECKING:
+    from slam.eval.metrics import AteResult
+    from slam.io.types import Trajectory
+
+log = logging.getLogger(__name__)
+
+SENSORS = ("mono", "stereo", "rgbd")
+FORMATS = ("tum", "kitti")
+
+
+def alignment_for(sensor: str) -> str:
+    """The ATE alignment of the usual protocol: Sim(3) for monocular, SE(3) otherwise."""
+    return "sim3" if sensor == "mono" else "se3"
+
+
+def register(commands: Any, parents: Sequence[argparse.ArgumentParser]) -> None:
+    """Add the ``run`` subparser to ``commands`` (an argparse subparsers action)."""
+    p = commands.add_parser(
+        "run",
+        parents=list(parents),
+        help="run SLAM on a sequence",
+        description="Track a sequence, write the trajectory (world-from-camera) and, "
+        "when the source has ground truth, print its ATE.",
+        epilog="URIs: tum:<folder>, kitti:<sequence folder>, video/image folders and "
+        "synthetic:<name>, as the installed sources accept.",
+    )
+    p.add_argument("--source", required=True, metavar="URI", help="sequence to read")
+    p.add_argument("--sensor", required=True, choices=SENSORS)
+    p.add_argument(
+        "--calib",
+        type=Path,
+        metavar="FILE",
+        help="ORB-SLAM settings YAML; default: the source's own calibration",
+    )
+    p.add_argument("--config", type=Path, metavar="FILE", help="configuration YAML")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a setting, e.g. features.n_features=1500",
+    )
+    p.add_argument("--out", required=True, type=Path, metavar="TRAJ", help="trajectory file")
+    p.add_argument("--format", choices=FORMATS, default="tum", help="trajectory format")
+    p.add_argument("--stats", type=Path, metavar="JSON", help="write run statistics here")
+    p.add_argument("--plot", type=Path, metavar="PNG", help="draw the trajectory here")
+    p.add_argument("--fps", type=float, help="frame rate of video: and images: sources")
+    p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
+    p.add_argument(
+        "--realtime",
+        action="store_true",
+        help="replay at the source's frame rate, dropping frames when late",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=execute)
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """``["a.b=1", "c.d=true"]`` -> ``{"a.b": 1, "c.d": True}`` (values parsed as YAML)."""
+    import yaml
+
+    overrides: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            overrides[key.strip()] = yaml.safe_load(text) if text.strip() else text
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {item!r}: value is not valid YAML") from exc
+    return overrides
+
+
+class LimitedSource:
+    """The first ``max_frames`` frames of a source; everything else passes through."""
+
+    def __init__(self, source: Any, max_frames: int) -> None:
+        self._source = source
+        self._max_frames = max_frames
+
+    @property
+    def length(self) -> int | None:
+        n = getattr(self._source, "length", None)
+        return self._max_frames if n is None else min(n, self._max_frames)
+
+    def __len__(self) -> int:
+        return min(len(self._source), self._max_frames)
+
+    def __iter__(self) -> Iterator[Any]:
+        return itertools.islice(iter(self._source), self._max_frames)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._source, name)
+
+
+def write_trajectory(path: Path, trajectory: Trajectory, fmt: str) -> None:
+    """Write ``trajectory`` as TUM or KITTI, creating the parent folder."""
+    from slam.io import trajectory_io
+
+    writer = (
+        trajectory_io.write_tum_trajectory if fmt == "tum" else trajectory_io.write_kitti_trajectory
+    )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        writer(path, trajectory)
+    except OSError as exc:
+        raise SlamError(f"cannot write trajectory {path}: {exc.strerror or exc}") from exc
+    log.info("wrote %d poses to %s (%s)", len(trajectory), path, fmt)
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write ``data`` as JSON; NaN and infinities become ``null``."""
+    clean = {
+        k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in data.items()
+    }
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(clean, indent=2, sort_keys=True) + "\n")
+    except OSError as exc:
+        raise SlamError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+def _open(args: argparse.Namespace) -> tuple[Any, Any]:
+    """Open the source; its calibration comes from ``--calib`` when given, else its own."""
+    from slam.io.sources import open_source
+
+    if args.max_frames is not None and args.max_frames < 1:
+        raise ConfigError("--max-frames must be at least 1")
+    calib_path = str(args.calib) if args.calib is not None else None
+    source: Any = open_source(args.source, args.sensor, calib_path, args.fps)
+    if args.sensor not in source.sensors:
+        raise SensorError(f"{source.name} feeds {sorted(source.sensors)}, not {args.sensor}")
+    if source.calibration is None:
+        raise CalibrationError(f"{source.name} has no calibration: pass one with --calib")
+    if args.max_frames is not None:
+        source = LimitedSource(source, args.max_frames)
+    return source, source.calibration
+
+
+def _evaluate(gt: Trajectory | None, est: Trajectory, sensor: str) -> AteResult | None:
+    from slam.errors import EvaluationError
+    from slam.eval.metrics import ate
+
+    if gt is None:
+        return None
+    try:
+        return ate(gt, est, alignment_for(sensor))  # type: ignore[arg-type]
+    except EvaluationError as exc:
+        log.warning("no ATE: %s", exc)
+        return None
+
+
+def build_stats(
+    result: Any, sensor: str, source_name: str, ate_result: AteResult | None
+) -> dict[str, Any]:
+    """Stats of ``result`` (a ``RunResult``) plus memory, latency percentiles and ATE."""
+    from slam.runstats import latency_summary, peak_rss_mb
+
+    stats: dict[str, Any] = {"source": source_name, "sensor": sensor, **result.stats}
+    if len(result.track_ms):
+        for key, value in latency_summary(result.track_ms).items():
+            stats[f"track_ms_{key}"] = value
+    frames = int(stats.get("frames", 0))
+    stats["tracked_ratio"] = stats.get("tracked_frames", 0) / frames if frames else 0.0
+    stats["peak_rss_mb"] = peak_rss_mb()
+    if ate_result is not None:
+        stats.update(
+            ate_rmse_m=ate_result.rmse_m,
+            ate_mean_m=ate_result.mean_m,
+            ate_median_m=ate_result.median_m,
+            ate_max_m=ate_result.max_m,
+            ate_n_matched=ate_result.n_matched,
+            ate_alignment=ate_result.alignment,
+            ate_scale=ate_result.scale,
+        )
+    return stats
+
+
+def summary_line(stats: dict[str, Any]) -> str:
+    """One line: ATE, speed, share of frames tracked, latency, memory."""
+    parts = [f"{stats['source']} {stats['sensor']}:"]
+    if stats.get("ate_rmse_m") is not None:
+        parts.append(
+            f"ATE {stats['ate_rmse_m']:.4f} m ({stats['ate_alignment']}, "
+            f"{stats['ate_n_matched']} poses) |"
+        )
+    else:
+        parts.append("ATE n/a |")
+    parts.append(f"{stats.get('fps', float('nan')):.1f} fps |")
+    parts.append(
+        f"tracked {100 * stats['tracked_ratio']:.1f} % "
+        f"({stats.get('tracked_frames', 0)}/{stats.get('frames', 0)}) |"
+    )
+    parts.append(
+        f"track {stats.get('track_ms_median', float('nan')):.1f} ms median, "
+        f"{stats.get('track_ms_p95', float('nan')):.1f} ms p95 |"
+    )
+    parts.append(f"peak {stats['peak_rss_mb']:.0f} MB")
+    return " ".join(parts)
+
+
+def _plot(
+    path: Path, gt: Trajectory | None, est: Trajectory, ate_result: AteResult | None, title: str
+) -> None:
+    from slam.eval.plot import plot_trajectories
+
+    if len(est) == 0:
+        log.warning("nothing tracked: no plot")
+        return
+    if ate_result is None:
+        plot_trajectories(path, gt, est, title)
+        return
+    title += f" - ATE {ate_result.rmse_m:.4f} m ({ate_result.alignment})"
+    plot_trajectories(path, gt, ate_result.est_aligned, title, errors_m=ate_result.errors_m)
+
+
+def execute(args: argparse.Namespace) -> int:
+    """Run ``slam run``; see :func:`register` for the options."""
+    from slam.config import load_config
+
+    config = load_config(args.config, parse_overrides(args.overrides))
+    source, calibration = _open(args)
+    try:
+        from slam import system  # after the inputs are checked: errors come fast
+
+        gt = source.ground_truth()
+        log.info(
+            "%s: %s frames, sensor %s", source.name, getattr(source, "length", None), args.sensor
+        )
+        result = system.run_offline(
+            source,
+            args.sensor,
+            calibration,
+            config,
+            realtime=args.realtime,
+            progress=not args.no_progress,
+        )
+    finally:
+        close = getattr(source, "close", None)
+        if callable(close):
+            close()
+    est = result.trajectory
+    write_trajectory(args.out, est, args.format)
+    ate_result = _evaluate(gt, est, args.sensor)
+    stats = build_stats(result, args.sensor, str(source.name), ate_result)
+    if args.stats is not None:
+        write_json(args.stats, stats)
+    if args.plot is not None:
+        _plot(args.plot, gt, est, ate_result, f"{source.name} ({args.sensor})")
+    print(summary_line(stats), flush=True)
+    return 0

@@ -1,0 +1,1 @@
+"""ORB features: extraction spread over the image, and matching kernels."""

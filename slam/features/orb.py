@@ -1,0 +1,126 @@
+"""ORB extraction with a scale pyramid, spread over the image by a grid.
+
+OpenCV's ORB finds FAST corners on every pyramid level and keeps the best by
+Harris score, which clusters features on strong texture. We ask it for more
+than we need, then keep the strongest per grid cell so that tracking sees the
+whole image (ORB-SLAM does the same with a quadtree).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from slam.config import FeatureConfig
+from slam.errors import ImageError
+
+
+@dataclass
+class Keypoints:
+    """Keypoints of one image.
+
+    ``uv_raw`` (N, 2) float64 pixel positions in the raw image; ``octave`` (N,)
+    int32 pyramid level; ``angle`` (N,) float32 degrees; ``response`` (N,) float32;
+    ``descriptors`` (N, 32) uint8 (256-bit ORB).
+    """
+
+    uv_raw: NDArray[np.float64]
+    octave: NDArray[np.int32]
+    angle: NDArray[np.float32]
+    response: NDArray[np.float32]
+    descriptors: NDArray[np.uint8]
+
+    def __len__(self) -> int:
+        return len(self.uv_raw)
+
+
+class OrbExtractor:
+    """ORB keypoints and descriptors, at most ``n_features`` spread over a grid."""
+
+    def __init__(self, cfg: FeatureConfig, n_features: int | None = None) -> None:
+        self.cfg = cfg
+        self.n_features = n_features or cfg.n_features
+        self._orb = cv2.ORB_create(
+            nfeatures=int(self.n_features * 2),
+            scaleFactor=cfg.scale_factor,
+            nlevels=cfg.n_levels,
+            edgeThreshold=19,
+            patchSize=31,
+            fastThreshold=cfg.fast_threshold,
+        )
+        self._orb_low = cv2.ORB_create(
+            nfeatures=int(self.n_features * 2),
+            scaleFactor=cfg.scale_factor,
+            nlevels=cfg.n_levels,
+            edgeThreshold=19,
+            patchSize=31,
+            fastThreshold=cfg.min_fast_threshold,
+        )
+        self.scale_factors = cfg.scale_factor ** np.arange(cfg.n_levels, dtype=np.float64)
+        self.inv_level_sigma2 = 1.0 / self.scale_factors**2
+
+    def extract(self, image: NDArray[np.uint8]) -> Keypoints:
+        """Detect and describe keypoints in a grey uint8 image (H, W)."""
+        if image is None or image.dtype != np.uint8 or image.ndim != 2:
+            raise ImageError("ORB needs a grey uint8 image (H, W)")
+        kps = self._orb.detect(image, None)
+        if len(kps) < self.n_features // 2:
+            kps = self._orb_low.detect(image, None)
+        kps = self._spread(kps, image.shape[1], image.shape[0])
+        kps, desc = self._orb.compute(image, kps)
+        if desc is None or len(kps) == 0:
+            return _empty_keypoints()
+        uv = np.array([k.pt for k in kps], dtype=np.float64).reshape(-1, 2)
+        return Keypoints(
+            uv_raw=uv,
+            octave=np.array([k.octave for k in kps], dtype=np.int32),
+            angle=np.array([k.angle for k in kps], dtype=np.float32),
+            response=np.array([k.response for k in kps], dtype=np.float32),
+            descriptors=np.ascontiguousarray(desc, dtype=np.uint8),
+        )
+
+    def _spread(self, kps: tuple[cv2.KeyPoint, ...], width: int, height: int) -> list:
+        """Keep the strongest keypoints per grid cell, up to ``n_features`` in all."""
+        n = len(kps)
+        if n <= self.n_features:
+            return list(kps)
+        cell = self.cfg.grid_cell_px
+        uv = np.array([k.pt for k in kps], dtype=np.float32)
+        resp = np.array([k.response for k in kps], dtype=np.float32)
+        n_cols = (width + cell - 1) // cell
+        cell_id = (uv[:, 1] // cell).astype(np.int64) * n_cols + (uv[:, 0] // cell).astype(np.int64)
+        order = np.lexsort((-resp, cell_id))
+        sorted_cells = cell_id[order]
+        first = np.r_[0, np.flatnonzero(np.diff(sorted_cells)) + 1]
+        rank = np.arange(n) - np.repeat(first, np.diff(np.r_[first, n]))
+        # Choose the per-cell cap so that about n_features survive, then fill by response.
+        chosen = np.zeros(n, dtype=bool)
+        cap = 1
+        while True:
+            count = int(np.count_nonzero(rank < cap))
+            if count >= self.n_features or cap > 64:
+                break
+            cap += 1
+        keep_sorted = rank < max(cap - 1, 1)
+        chosen[order[keep_sorted]] = True
+        rest = np.flatnonzero(~chosen)
+        missing = self.n_features - int(chosen.sum())
+        if missing > 0 and len(rest):
+            # Fill with the next rank, strongest first.
+            next_rank = order[rank == max(cap - 1, 1)]
+            next_rank = next_rank[np.argsort(-resp[next_rank])][:missing]
+            chosen[next_rank] = True
+        return [kps[i] for i in np.flatnonzero(chosen)]
+
+
+def _empty_keypoints() -> Keypoints:
+    return Keypoints(
+        uv_raw=np.zeros((0, 2)),
+        octave=np.zeros(0, np.int32),
+        angle=np.zeros(0, np.float32),
+        response=np.zeros(0, np.float32),
+        descriptors=np.zeros((0, 32), np.uint8),
+    )

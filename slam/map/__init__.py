@@ -1,0 +1,1 @@
+"""The map: frames, keyframes, map points, covisibility graph and spanning tree."""

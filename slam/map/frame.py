@@ -1,0 +1,78 @@
+"""A frame's features, depth measurements and pose estimate."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+from slam.features.matching import KeypointGrid
+
+NO_POINT = -1
+
+
+@dataclass
+class Frame:
+    """Features of one image and what tracking knows about them.
+
+    ``uv`` (N, 2) ideal (undistorted) pixels; ``octave`` (N,) int32;
+    ``descriptors`` (N, 32) uint8; ``depth_m`` (N,) metres, <= 0 where unknown;
+    ``u_right`` (N,) virtual right-image column (pixels), < 0 where unknown;
+    ``inv_sigma2`` (N,) information of each keypoint (1 / scale^2);
+    ``point_ids`` (N,) int64 id of the matched map point or -1;
+    ``outlier`` (N,) bool. ``T_cam_world`` (4x4) once tracked.
+    """
+
+    id: int
+    timestamp: float
+    uv: NDArray[np.float64]
+    octave: NDArray[np.int32]
+    descriptors: NDArray[np.uint8]
+    depth_m: NDArray[np.float64]
+    u_right: NDArray[np.float64]
+    inv_sigma2: NDArray[np.float64]
+    width: int
+    height: int
+    color: NDArray[np.uint8] | None = None
+    T_cam_world: NDArray[np.float64] | None = None
+    point_ids: NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
+    outlier: NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, bool))
+    _grid: KeypointGrid | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.uv)
+        if len(self.point_ids) != n:
+            self.point_ids = np.full(n, NO_POINT, np.int64)
+        if len(self.outlier) != n:
+            self.outlier = np.zeros(n, bool)
+
+    def __len__(self) -> int:
+        return len(self.uv)
+
+    @property
+    def grid(self) -> KeypointGrid:
+        """Keypoint grid for radius searches (built on first use)."""
+        if self._grid is None:
+            self._grid = KeypointGrid(self.uv, self.width, self.height)
+        return self._grid
+
+    @property
+    def T_world_cam(self) -> NDArray[np.float64]:
+        """World-from-camera pose (4x4); the frame must have been tracked."""
+        assert self.T_cam_world is not None
+        R = self.T_cam_world[:3, :3]
+        T = np.eye(4)
+        T[:3, :3] = R.T
+        T[:3, 3] = -R.T @ self.T_cam_world[:3, 3]
+        return T
+
+    @property
+    def center_world(self) -> NDArray[np.float64]:
+        """Camera centre (3,) in the world frame."""
+        assert self.T_cam_world is not None
+        return -self.T_cam_world[:3, :3].T @ self.T_cam_world[:3, 3]
+
+    def has_depth(self) -> NDArray[np.bool_]:
+        """Mask (N,) of keypoints with a depth measurement."""
+        return self.depth_m > 0

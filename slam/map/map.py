@@ -1,0 +1,322 @@
+"""The map: the only state shared between threads, behind one lock.
+
+Every accessor takes the lock for a short time. Threads pass keyframe and map
+point *ids*, never hold objects across a lock release for writing.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from slam.features.matching import hamming_rows
+from slam.map.keyframe import KeyFrame
+from slam.map.map_point import MapPoint
+
+COVISIBILITY_MIN_SHARED = 15
+
+
+@dataclass
+class PointArrays:
+    """A snapshot of map points: ``ids`` (M,), ``xyz_world`` (M, 3) metres,
+    ``descriptors`` (M, 32) uint8, ``normals`` (M, 3), ``min_dist``/``max_dist`` (M,) metres."""
+
+    ids: NDArray[np.int64]
+    xyz_world: NDArray[np.float64]
+    descriptors: NDArray[np.uint8]
+    normals: NDArray[np.float64]
+    min_dist: NDArray[np.float64]
+    max_dist: NDArray[np.float64]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+class Map:
+    """Keyframes, map points, the covisibility graph and the spanning tree."""
+
+    def __init__(self, scale_factor: float = 1.2, n_levels: int = 8) -> None:
+        self.lock = threading.RLock()
+        self.keyframes: dict[int, KeyFrame] = {}
+        self.points: dict[int, MapPoint] = {}
+        self.scale_factor = scale_factor
+        self.n_levels = n_levels
+        self._next_kf = 0
+        self._next_pt = 0
+        self.origin_kf_id = -1
+        self.version = 0  # bumped by every structural change (for the viewer / BA)
+
+    # --- ids and insertion -------------------------------------------------
+    def new_keyframe_id(self) -> int:
+        with self.lock:
+            self._next_kf += 1
+            return self._next_kf - 1
+
+    def add_keyframe(self, kf: KeyFrame) -> None:
+        with self.lock:
+            self.keyframes[kf.id] = kf
+            if self.origin_kf_id < 0:
+                self.origin_kf_id = kf.id
+            self.version += 1
+
+    def add_point(
+        self, xyz_world: NDArray[np.float64], kf: KeyFrame, kp_idx: int
+    ) -> MapPoint:
+        """Create a point observed by ``kf`` at keypoint ``kp_idx`` and register it."""
+        with self.lock:
+            pid = self._next_pt
+            self._next_pt += 1
+            mp = MapPoint(
+                id=pid,
+                xyz_world=np.asarray(xyz_world, np.float64).copy(),
+                descriptor=kf.frame.descriptors[kp_idx].copy(),
+                ref_kf_id=kf.id,
+                first_kf_id=kf.id,
+            )
+            self.points[pid] = mp
+            self.add_observation(pid, kf.id, kp_idx)
+            self.update_normal_and_depth(pid)
+            return mp
+
+    def add_observation(self, pid: int, kf_id: int, kp_idx: int) -> None:
+        with self.lock:
+            mp = self.points[pid]
+            kf = self.keyframes[kf_id]
+            mp.observations[kf_id] = kp_idx
+            kf.frame.point_ids[kp_idx] = pid
+
+    # --- queries -----------------------------------------------------------
+    def get_point(self, pid: int) -> MapPoint | None:
+        with self.lock:
+            mp = self.points.get(pid)
+            return mp if mp is not None and not mp.bad else None
+
+    def good_keyframes(self) -> list[KeyFrame]:
+        with self.lock:
+            return [kf for kf in self.keyframes.values() if not kf.bad]
+
+    def n_points(self) -> int:
+        with self.lock:
+            return sum(1 for p in self.points.values() if not p.bad)
+
+    def n_keyframes(self) -> int:
+        with self.lock:
+            return sum(1 for k in self.keyframes.values() if not k.bad)
+
+    def points_of(self, kf_ids: Iterable[int]) -> list[int]:
+        """Distinct good map point ids observed by the given keyframes."""
+        with self.lock:
+            ids: set[int] = set()
+            for kid in kf_ids:
+                kf = self.keyframes.get(kid)
+                if kf is None or kf.bad:
+                    continue
+                pids = kf.point_ids
+                ids.update(int(p) for p in pids[pids >= 0])
+            return [p for p in ids if p in self.points and not self.points[p].bad]
+
+    def n_tracked_points(self, kf_id: int, min_obs: int) -> int:
+        """Points of a keyframe seen by at least ``min_obs`` keyframes."""
+        with self.lock:
+            kf = self.keyframes[kf_id]
+            n = 0
+            for p in kf.point_ids[kf.point_ids >= 0]:
+                mp = self.points.get(int(p))
+                if mp is not None and not mp.bad and len(mp.observations) >= min_obs:
+                    n += 1
+            return n
+
+    def point_arrays(self, pids: Iterable[int]) -> PointArrays:
+        """Arrays of the given points that still exist (erased ones are skipped)."""
+        with self.lock:
+            pts = [mp for p in pids if (mp := self.points.get(int(p))) is not None and not mp.bad]
+            if not pts:
+                return PointArrays(np.zeros(0, np.int64), np.zeros((0, 3)),
+                                   np.zeros((0, 32), np.uint8), np.zeros((0, 3)), np.zeros(0),
+                                   np.zeros(0))
+            return PointArrays(
+                ids=np.array([p.id for p in pts], np.int64),
+                xyz_world=np.array([p.xyz_world for p in pts]),
+                descriptors=np.array([p.descriptor for p in pts]),
+                normals=np.array([p.normal for p in pts]),
+                min_dist=np.array([p.min_dist for p in pts]),
+                max_dist=np.array([p.max_dist for p in pts]),
+            )
+
+    # --- point maintenance -------------------------------------------------
+    def update_normal_and_depth(self, pid: int) -> None:
+        """Recompute the mean viewing direction and the scale-invariance distances."""
+        with self.lock:
+            mp = self.points[pid]
+            if not mp.observations:
+                return
+            normals = []
+            for kid in mp.observations:
+                v = mp.xyz_world - self.keyframes[kid].center_world
+                n = np.linalg.norm(v)
+                if n > 0:
+                    normals.append(v / n)
+            if normals:
+                m = np.mean(normals, axis=0)
+                mp.normal = m / max(np.linalg.norm(m), 1e-12)
+            ref = self.keyframes.get(mp.ref_kf_id)
+            if ref is None or ref.bad or mp.ref_kf_id not in mp.observations:
+                mp.ref_kf_id = next(iter(mp.observations))
+                ref = self.keyframes[mp.ref_kf_id]
+            dist = float(np.linalg.norm(mp.xyz_world - ref.center_world))
+            level = int(ref.frame.octave[mp.observations[mp.ref_kf_id]])
+            mp.max_dist = dist * self.scale_factor**level
+            mp.min_dist = mp.max_dist / self.scale_factor ** (self.n_levels - 1)
+
+    def update_descriptor(self, pid: int) -> None:
+        """Pick the observed descriptor with the least median distance to the others."""
+        with self.lock:
+            mp = self.points[pid]
+            descs = [self.keyframes[k].frame.descriptors[i] for k, i in mp.observations.items()
+                     if k in self.keyframes and not self.keyframes[k].bad]
+            if len(descs) < 2:
+                if descs:
+                    mp.descriptor = descs[0].copy()
+                return
+            d = np.array(descs)
+            n = len(d)
+            ii, jj = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+            dist = hamming_rows(d[ii.ravel()], d[jj.ravel()]).reshape(n, n)
+            mp.descriptor = d[int(np.argmin(np.median(dist, axis=1)))].copy()
+
+    def erase_observation(self, pid: int, kf_id: int) -> None:
+        """Remove one observation; a point left with fewer than 2 is erased."""
+        with self.lock:
+            mp = self.points.get(pid)
+            kf = self.keyframes.get(kf_id)
+            if mp is None or kf_id not in mp.observations:
+                return
+            idx = mp.observations.pop(kf_id)
+            if kf is not None and kf.frame.point_ids[idx] == pid:
+                kf.frame.point_ids[idx] = -1
+            if not mp.observations:
+                self.erase_point(pid)
+            elif mp.ref_kf_id == kf_id and mp.observations:
+                mp.ref_kf_id = next(iter(mp.observations))
+
+    def erase_point(self, pid: int) -> None:
+        """Mark a point bad and detach it from every keyframe."""
+        with self.lock:
+            mp = self.points.get(pid)
+            if mp is None:
+                return
+            mp.bad = True
+            for kid, idx in mp.observations.items():
+                kf = self.keyframes.get(kid)
+                if kf is not None and kf.frame.point_ids[idx] == pid:
+                    kf.frame.point_ids[idx] = -1
+            mp.observations.clear()
+            del self.points[pid]
+            self.version += 1
+
+    def replace_point(self, old: int, new: int) -> None:
+        """Fuse ``old`` into ``new``: observations of ``old`` move to ``new``."""
+        with self.lock:
+            if old == new or old not in self.points or new not in self.points:
+                return
+            mp_old, mp_new = self.points[old], self.points[new]
+            for kid, idx in list(mp_old.observations.items()):
+                kf = self.keyframes.get(kid)
+                if kf is None:
+                    continue
+                if kid in mp_new.observations:
+                    kf.frame.point_ids[idx] = -1
+                else:
+                    mp_new.observations[kid] = idx
+                    kf.frame.point_ids[idx] = new
+            mp_new.n_visible += mp_old.n_visible
+            mp_new.n_found += mp_old.n_found
+            mp_old.observations.clear()
+            mp_old.bad = True
+            mp_old.replaced_by = new
+            del self.points[old]
+            self.update_descriptor(new)
+            self.version += 1
+
+    # --- covisibility and spanning tree -------------------------------------
+    def update_connections(self, kf_id: int) -> None:
+        """Recount shared points with every other keyframe; link those sharing >= 15."""
+        with self.lock:
+            kf = self.keyframes[kf_id]
+            counter: Counter[int] = Counter()
+            for p in kf.point_ids[kf.point_ids >= 0]:
+                mp = self.points.get(int(p))
+                if mp is None or mp.bad:
+                    continue
+                for other in mp.observations:
+                    if other != kf_id:
+                        counter[other] += 1
+            if not counter:
+                return
+            links = {k: w for k, w in counter.items() if w >= COVISIBILITY_MIN_SHARED}
+            if not links:
+                best = max(counter, key=lambda k: counter[k])
+                links = {best: counter[best]}
+            for other, w in links.items():
+                okf = self.keyframes.get(other)
+                if okf is None or okf.bad:
+                    continue
+                okf.covisible[kf_id] = w
+                okf.ordered_covisible = _ordered(okf.covisible)
+            kf.covisible = links
+            kf.ordered_covisible = _ordered(links)
+            if kf.parent_id < 0 and kf_id != self.origin_kf_id:
+                parent = kf.ordered_covisible[0]
+                kf.parent_id = parent
+                self.keyframes[parent].children.add(kf_id)
+
+    def erase_keyframe(self, kf_id: int) -> None:
+        """Remove a keyframe: drop its observations and re-link the spanning tree."""
+        with self.lock:
+            kf = self.keyframes.get(kf_id)
+            if kf is None or kf.bad or kf_id == self.origin_kf_id:
+                return
+            for other in list(kf.covisible):
+                okf = self.keyframes.get(other)
+                if okf is not None:
+                    okf.covisible.pop(kf_id, None)
+                    okf.ordered_covisible = _ordered(okf.covisible)
+            for p in kf.point_ids[kf.point_ids >= 0]:
+                self.erase_observation(int(p), kf_id)
+            self._reparent_children(kf)
+            kf.bad = True
+            kf.T_parent_cam = None
+            parent = self.keyframes.get(kf.parent_id)
+            if parent is not None:
+                parent.children.discard(kf_id)
+                kf.T_parent_cam = kf.T_cam_world @ parent.T_world_cam
+            self.version += 1
+
+    def _reparent_children(self, kf: KeyFrame) -> None:
+        """Give each child of ``kf`` the covisible candidate parent it shares most with."""
+        candidates = {kf.parent_id}
+        for child_id in list(kf.children):
+            child = self.keyframes.get(child_id)
+            if child is None or child.bad:
+                continue
+            best, best_w = -1, -1
+            for nid, w in child.covisible.items():
+                if nid in candidates and w > best_w and nid != kf.id:
+                    best, best_w = nid, w
+            if best < 0:
+                best = kf.parent_id
+            child.parent_id = best
+            if best in self.keyframes:
+                self.keyframes[best].children.add(child_id)
+            candidates.add(child_id)
+        kf.children.clear()
+
+
+def _ordered(weights: dict[int, int]) -> list[int]:
+    return [k for k, _ in sorted(weights.items(), key=lambda kv: -kv[1])]
+

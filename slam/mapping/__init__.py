@@ -1,0 +1,1 @@
+"""The local mapping thread: new points, culling, fusion, local bundle adjustment."""

@@ -1,0 +1,72 @@
+"""Map point and keyframe culling (ORB-SLAM's ``MapPointCulling``, ``KeyFrameCulling``)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from slam.map.map import Map
+
+
+def cull_recent_points(
+    slam_map: Map, recent: list[int], current_kf_id: int, min_obs: int, found_ratio: float
+) -> list[int]:
+    """Erase recent points that are rarely matched or seen by too few keyframes.
+
+    Points survive probation after 3 keyframes. Returns the list still on probation.
+    """
+    still: list[int] = []
+    with slam_map.lock:
+        for pid in recent:
+            mp = slam_map.points.get(pid)
+            if mp is None or mp.bad:
+                continue
+            age = current_kf_id - mp.first_kf_id
+            if mp.found_ratio < found_ratio or (age >= 2 and len(mp.observations) < min_obs):
+                slam_map.erase_point(pid)
+            elif age < 3:
+                still.append(pid)
+    return still
+
+
+def cull_keyframes(
+    slam_map: Map, kf_id: int, redundant_ratio: float, max_close_depth: float | None
+) -> list[int]:
+    """Erase covisible keyframes whose points are mostly seen by >= 3 other keyframes
+    at the same or a finer scale. Returns the erased ids."""
+    erased: list[int] = []
+    with slam_map.lock:
+        kf = slam_map.keyframes.get(kf_id)
+        if kf is None:
+            return erased
+        for nid in list(kf.ordered_covisible):
+            nkf = slam_map.keyframes.get(nid)
+            if nkf is None or nkf.bad or nid == slam_map.origin_kf_id:
+                continue
+            idx = np.flatnonzero(nkf.point_ids >= 0)
+            if max_close_depth is not None:
+                d = nkf.frame.depth_m[idx]
+                idx = idx[(d < 0) | (d <= max_close_depth)]
+            n_points = 0
+            n_redundant = 0
+            for i in idx:
+                mp = slam_map.points.get(int(nkf.point_ids[i]))
+                if mp is None or mp.bad:
+                    continue
+                n_points += 1
+                if len(mp.observations) <= 3:
+                    continue
+                level = int(nkf.frame.octave[i])
+                seen = 0
+                for okid, oi in mp.observations.items():
+                    if okid == nid:
+                        continue
+                    okf = slam_map.keyframes.get(okid)
+                    if okf is not None and int(okf.frame.octave[oi]) <= level + 1:
+                        seen += 1
+                        if seen >= 3:
+                            n_redundant += 1
+                            break
+            if n_points > 0 and n_redundant > redundant_ratio * n_points:
+                slam_map.erase_keyframe(nid)
+                erased.append(nid)
+    return erased

@@ -1,0 +1,187 @@
+"""The local mapping thread.
+
+Tracking submits keyframe ids to a bounded queue. For each keyframe the mapper
+links it into the covisibility graph, culls recent points, triangulates new
+points with its neighbours, fuses duplicates, runs local bundle adjustment
+(Numba, GIL released) and culls redundant keyframes. A newly submitted keyframe
+sets the abort flag so that a running BA yields.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+
+import numpy as np
+
+from slam.camera import Calibration
+from slam.config import Sensor, SlamConfig
+from slam.map.map import Map
+from slam.mapping.bundle import build_local_problem, run_local_ba
+from slam.mapping.culling import cull_keyframes, cull_recent_points
+from slam.mapping.fuse import fuse_into
+from slam.mapping.triangulate import triangulate_with
+
+log = logging.getLogger(__name__)
+_STOP = -1
+
+
+class LocalMapper:
+    """Processes keyframes, in a thread of its own or inline (``threaded=False``)."""
+
+    def __init__(
+        self, cfg: SlamConfig, calib: Calibration, sensor: Sensor, slam_map: Map,
+        scale_factors: np.ndarray, threaded: bool = True,
+    ) -> None:
+        self.cfg = cfg.mapping
+        self.sensor = sensor
+        self.map = slam_map
+        self.K = calib.camera.K
+        self.bf = float(calib.stereo_bf or 0.0)
+        self.close_depth = calib.max_close_depth_m
+        self.stereo_baseline = self.bf / calib.camera.fx if self.bf else 0.0
+        self.scale_factors = scale_factors
+        self.level_sigma2 = scale_factors**2
+        self.queue: queue.Queue[int] = queue.Queue(maxsize=self.cfg.queue_size)
+        self.abort_flag = np.zeros(1, np.int32)
+        self._busy = threading.Event()
+        self._recent: list[int] = []
+        self.threaded = threaded
+        self.ba_ms: list[float] = []
+        self.kf_ms: list[float] = []
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        if threaded:
+            self._thread = threading.Thread(target=self._run, name="local-mapping", daemon=True)
+            self._thread.start()
+
+    # --- the link tracking uses --------------------------------------------
+    def submit(self, kf_id: int) -> None:
+        """Queue a keyframe (blocks while the queue is full: back-pressure)."""
+        self._raise_if_failed()
+        if not self.threaded:
+            self.process(kf_id)
+            return
+        self.abort_flag[0] = 1
+        self._busy.set()
+        self.queue.put(kf_id)
+
+    def is_idle(self) -> bool:
+        return self.queue.empty() and not self._busy.is_set()
+
+    def queue_depth(self) -> int:
+        return self.queue.qsize()
+
+    def interrupt(self) -> None:
+        self.abort_flag[0] = 1
+
+    def flush(self, timeout: float = 120.0) -> None:
+        """Wait until every queued keyframe has been processed."""
+        t_end = time.monotonic() + timeout
+        while not self.is_idle() and time.monotonic() < t_end:
+            self._raise_if_failed()
+            time.sleep(0.005)
+        self._raise_if_failed()
+
+    def stop(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            self.queue.put(_STOP)
+            self._thread.join(timeout=30)
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise RuntimeError("local mapping failed") from self._error
+
+    # --- the thread ----------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            kf_id = self.queue.get()
+            if kf_id == _STOP:
+                return
+            try:
+                self._busy.set()
+                self.abort_flag[0] = 0
+                self.process(kf_id)
+            except BaseException as exc:  # surfaced to the tracking thread
+                log.exception("local mapping failed on keyframe %d", kf_id)
+                self._error = exc
+                return
+            finally:
+                if self.queue.empty():
+                    self._busy.clear()
+
+    def process(self, kf_id: int) -> None:
+        """All local-mapping steps for one keyframe."""
+        t0 = time.perf_counter()
+        self._link_keyframe(kf_id)
+        min_obs = 3 if self.sensor == "mono" else 2
+        self._recent = cull_recent_points(self.map, self._recent, kf_id, min_obs,
+                                          self.cfg.cull_found_ratio)
+        self._create_points(kf_id)
+        if self.queue.empty():
+            self._fuse(kf_id)
+        if self.queue.empty() and self.map.n_keyframes() > 2:
+            lp = build_local_problem(self.map, kf_id, self.K, self.bf, self.cfg.local_ba_keyframes)
+            if lp is not None:
+                tb = time.perf_counter()
+                if run_local_ba(self.map, lp, self.abort_flag, self.cfg.local_ba_iterations):
+                    self.ba_ms.append((time.perf_counter() - tb) * 1e3)
+            cull_keyframes(self.map, kf_id, self.cfg.cull_redundant_ratio,
+                           self.close_depth if self.sensor != "mono" else None)
+        self.kf_ms.append((time.perf_counter() - t0) * 1e3)
+
+    def _link_keyframe(self, kf_id: int) -> None:
+        with self.map.lock:
+            kf = self.map.keyframes.get(kf_id)
+            if kf is None or kf.bad:
+                return
+            pids = [int(p) for p in kf.point_ids[kf.point_ids >= 0] if int(p) in self.map.points]
+            for p in pids:
+                mp = self.map.points[p]
+                if mp.first_kf_id == kf_id:
+                    self._recent.append(p)
+                else:
+                    self.map.update_normal_and_depth(p)
+                    self.map.update_descriptor(p)
+            self.map.update_connections(kf_id)
+
+    def _create_points(self, kf_id: int) -> None:
+        with self.map.lock:
+            kf = self.map.keyframes.get(kf_id)
+            if kf is None or kf.bad:
+                return
+            n = self.cfg.covisible_for_triangulation * (2 if self.sensor == "mono" else 1)
+            neighbours = [self.map.keyframes[k] for k in kf.best_covisible(n)]
+        for nkf in neighbours:
+            if not self.queue.empty() and self.threaded:
+                break
+            made = triangulate_with(self.map, kf, nkf, self.K, self.level_sigma2,
+                                    self.scale_factors, self.sensor == "mono", self.stereo_baseline)
+            self._recent.extend(made)
+
+    def _fuse(self, kf_id: int) -> None:
+        with self.map.lock:
+            kf = self.map.keyframes.get(kf_id)
+            if kf is None or kf.bad:
+                return
+            n = 20 if self.sensor == "mono" else 10
+            targets = set(kf.best_covisible(n))
+            for t in list(targets):
+                targets.update(self.map.keyframes[t].best_covisible(5))
+            targets.discard(kf_id)
+            targets = {t for t in targets if not self.map.keyframes[t].bad}
+            own = [int(p) for p in kf.point_ids[kf.point_ids >= 0]]
+        for t in targets:
+            fuse_into(self.map, self.map.keyframes[t], own, self.K, self.scale_factors, self.bf)
+        theirs = self.map.points_of(targets)
+        fuse_into(self.map, kf, theirs, self.K, self.scale_factors, self.bf)
+        with self.map.lock:
+            if kf.bad:
+                return
+            for p in kf.point_ids[kf.point_ids >= 0]:
+                if int(p) in self.map.points:
+                    self.map.update_descriptor(int(p))
+                    self.map.update_normal_and_depth(int(p))
+            self.map.update_connections(kf_id)

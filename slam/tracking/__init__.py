@@ -1,0 +1,1 @@
+"""The tracking thread: frames in, poses out; decides keyframes."""

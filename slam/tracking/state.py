@@ -1,0 +1,30 @@
+"""Tracking states and per-frame results."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+import numpy as np
+from numpy.typing import NDArray
+
+
+class TrackState(Enum):
+    """The tracker's state machine."""
+
+    INITIALIZING = "initializing"
+    TRACKING = "tracking"
+    LOST = "lost"
+
+
+@dataclass
+class TrackResult:
+    """What tracking says about one frame. ``T_world_cam`` (4x4) is None when not tracked."""
+
+    frame_id: int
+    timestamp: float
+    state: TrackState
+    T_world_cam: NDArray[np.float64] | None
+    n_inliers: int
+    is_keyframe: bool
+    track_ms: float

@@ -1,0 +1,387 @@
+"""The tracker: motion model, reference keyframe, local map, keyframe decision.
+
+One call of :meth:`Tracker.track` per frame. The tracker reads the shared map
+under its lock, estimates the pose without holding it, and hands new keyframe
+ids to local mapping through ``keyframe_sink``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from slam.camera import Calibration
+from slam.config import Sensor, SlamConfig
+from slam.features.matching import match_ratio
+from slam.geometry.lie import orthonormalize_pose, se3_inv
+from slam.geometry.pnp import solve_pnp_ransac
+from slam.io.types import SensorFrame
+from slam.map.frame import Frame
+from slam.map.keyframe import KeyFrame
+from slam.map.map import Map
+from slam.optim.pose_only import optimize_pose
+from slam.tracking.frontend import FrameBuilder
+from slam.tracking.initializer import MonocularInitializer, add_depth_points, initialize_from_depth
+from slam.tracking.projection import match_projected, project_into
+from slam.tracking.state import TrackResult, TrackState
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MappingLink:
+    """How tracking talks to local mapping (a null link when mapping is off)."""
+
+    submit: Callable[[int], None] = lambda kf_id: None
+    is_idle: Callable[[], bool] = lambda: True
+    queue_depth: Callable[[], int] = lambda: 0
+    interrupt: Callable[[], None] = lambda: None
+    on_monocular_init: Callable[[list[int]], None] = lambda kf_ids: None
+
+
+class Tracker:
+    """Estimates the pose of each frame against the shared map."""
+
+    def __init__(
+        self, cfg: SlamConfig, calib: Calibration, sensor: Sensor, slam_map: Map,
+        mapping: MappingLink | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.tcfg = cfg.tracking
+        self.calib = calib
+        self.sensor = sensor
+        self.map = slam_map
+        self.mapping = mapping or MappingLink()
+        self.K = calib.camera.K
+        self.builder = FrameBuilder(calib, cfg.features, sensor)
+        self.bf = self.builder.bf
+        self.close_depth = calib.max_close_depth_m or 3.0
+        self.state = TrackState.INITIALIZING
+        self.mono_init = MonocularInitializer(self.K) if sensor == "mono" else None
+        self.last_frame: Frame | None = None
+        self.velocity: NDArray[np.float64] | None = None  # T_cur_last
+        self.ref_kf: KeyFrame | None = None
+        self.last_kf_frame_id = 0
+        self.local_kf_ids: list[int] = []
+        self.n_inliers = 0
+        self._frame_counter = 0
+        self._recovered_at = -10
+
+    # ------------------------------------------------------------------ entry
+    def track(self, sf: SensorFrame) -> TrackResult:
+        """Track one frame and return its pose (world-from-camera) or None."""
+        t0 = time.perf_counter()
+        fid = self._frame_counter
+        self._frame_counter += 1
+        is_kf = False
+        for_init = self.state == TrackState.INITIALIZING and self.sensor == "mono"
+        frame = self.builder.build(sf, fid, for_init=for_init)
+        if self.state == TrackState.INITIALIZING:
+            ok = self._initialize(frame)
+            is_kf = ok
+        else:
+            ok = self._track_frame(frame)
+            if ok:
+                is_kf = self._maybe_insert_keyframe(frame)
+        if ok and frame.T_cam_world is not None:
+            self._after_success(frame)
+        elif self.state != TrackState.INITIALIZING:
+            self.state = TrackState.LOST
+            self.velocity = None
+            frame.T_cam_world = None
+        ms = (time.perf_counter() - t0) * 1e3
+        pose = frame.T_world_cam if (ok and frame.T_cam_world is not None) else None
+        return TrackResult(fid, sf.timestamp, self.state, pose, self.n_inliers, is_kf, ms)
+
+    def _after_success(self, frame: Frame) -> None:
+        if self.last_frame is not None and self.last_frame.T_cam_world is not None:
+            assert frame.T_cam_world is not None
+            frame.T_cam_world = orthonormalize_pose(frame.T_cam_world)
+            self.velocity = orthonormalize_pose(
+                frame.T_cam_world @ se3_inv(self.last_frame.T_cam_world)
+            )
+        self.state = TrackState.TRACKING
+        self.last_frame = frame
+
+    # ---------------------------------------------------------- initialisation
+    def _initialize(self, frame: Frame) -> bool:
+        if self.sensor != "mono":
+            kf = initialize_from_depth(self.map, frame, self.K, self.close_depth)
+            if kf is None:
+                return False
+            self._register_keyframe(kf)
+            self.mapping.submit(kf.id)
+            return True
+        assert self.mono_init is not None
+        out = self.mono_init.try_initialize(frame)
+        if out is None:
+            return False
+        return self._create_monocular_map(frame, *out)
+
+    def _create_monocular_map(
+        self, frame: Frame, ref: Frame, T_21: NDArray[np.float64], i_ref: NDArray[np.int64],
+        i_cur: NDArray[np.int64], xyz_cam1: NDArray[np.float64],
+    ) -> bool:
+        ref.T_cam_world = np.eye(4)
+        frame.T_cam_world = T_21.copy()
+        kf1 = KeyFrame(self.map.new_keyframe_id(), ref, np.eye(4))
+        kf2 = KeyFrame(self.map.new_keyframe_id(), frame, T_21.copy())
+        with self.map.lock:
+            self.map.add_keyframe(kf1)
+            self.map.add_keyframe(kf2)
+            for a, b, xyz in zip(i_ref, i_cur, xyz_cam1):
+                mp = self.map.add_point(xyz, kf1, int(a))
+                self.map.add_observation(mp.id, kf2.id, int(b))
+                self.map.update_normal_and_depth(mp.id)
+            self.map.update_connections(kf1.id)
+            self.map.update_connections(kf2.id)
+        self.mapping.on_monocular_init([kf1.id, kf2.id])
+        with self.map.lock:
+            if self.map.n_points() < 50:
+                log.warning("monocular initialisation left too few points; retrying")
+                return False
+        frame.T_cam_world = kf2.T_cam_world.copy()
+        self.last_frame = ref
+        self._register_keyframe(kf2)
+        self.mapping.submit(kf1.id)
+        self.mapping.submit(kf2.id)
+        self.n_inliers = len(i_cur)
+        return True
+
+    def _register_keyframe(self, kf: KeyFrame) -> None:
+        self.ref_kf = kf
+        self.last_kf_frame_id = kf.frame.id
+        self.local_kf_ids = [kf.id]
+
+    # ---------------------------------------------------------------- tracking
+    def _track_frame(self, frame: Frame) -> bool:
+        ok = False
+        if self.state == TrackState.TRACKING and self.velocity is not None:
+            ok = self._track_motion_model(frame)
+        if not ok and self.state == TrackState.TRACKING:
+            ok = self._track_reference_keyframe(frame)
+        if not ok:
+            ok = self._recover(frame)
+        if ok:
+            ok = self._track_local_map(frame)
+        return ok
+
+    def _optimize(self, frame: Frame) -> int:
+        """Pose-only optimisation on the frame's matches; drops outliers; returns inliers."""
+        idx = np.flatnonzero(frame.point_ids >= 0)
+        if len(idx) < 3:
+            return 0
+        with self.map.lock:
+            xyz = np.array([self.map.points[int(p)].xyz_world if int(p) in self.map.points
+                            else (np.nan, np.nan, np.nan) for p in frame.point_ids[idx]])
+        valid = np.isfinite(xyz[:, 0])
+        frame.point_ids[idx[~valid]] = -1
+        idx, xyz = idx[valid], xyz[valid]
+        if len(idx) < 3:
+            return 0
+        assert frame.T_cam_world is not None
+        T, inl = optimize_pose(
+            frame.T_cam_world, xyz, frame.uv[idx], frame.inv_sigma2[idx], self.K,
+            frame.u_right[idx], self.bf, iterations=self.tcfg.pose_iterations,
+        )
+        frame.T_cam_world = T
+        frame.point_ids[idx[~inl]] = -1
+        return int(inl.sum())
+
+    def _track_motion_model(self, frame: Frame) -> bool:
+        last = self.last_frame
+        assert last is not None and last.T_cam_world is not None and self.velocity is not None
+        frame.T_cam_world = self.velocity @ last.T_cam_world
+        radius = self.tcfg.motion_radius_px
+        n = self._match_last_frame(frame, last, radius)
+        if n < 20:
+            frame.point_ids[:] = -1
+            n = self._match_last_frame(frame, last, 2 * radius)
+        if n < 20:
+            return False
+        return self._optimize(frame) >= 10
+
+    def _match_last_frame(self, frame: Frame, last: Frame, radius: float) -> int:
+        last_ids = last.point_ids.copy()  # local mapping may edit a keyframe's ids meanwhile
+        idx = np.flatnonzero(last_ids >= 0)
+        pts = self.map.point_arrays(last_ids[idx])
+        if len(pts) == 0:
+            return 0
+        kp_of = dict(zip(last_ids[idx].tolist(), idx.tolist()))
+        idx = np.array([kp_of[p] for p in pts.ids.tolist()], np.int64)
+        assert frame.T_cam_world is not None
+        proj = project_into(frame, frame.T_cam_world, self.K, pts.xyz_world, None, None, None,
+                            self.cfg.features.scale_factor, self.cfg.features.n_levels)
+        proj.level = last.octave[idx[proj.keep]]
+        scale = self.builder.scale_factors[proj.level]
+        sel, kp = match_projected(frame, proj, last.descriptors[idx], radius * scale,
+                                  th_high=self.tcfg.hamming_threshold_high, ratio=0.9)
+        frame.point_ids[kp] = pts.ids[sel]
+        return len(kp)
+
+    def _track_reference_keyframe(self, frame: Frame) -> bool:
+        ref = self.ref_kf
+        if ref is None or self.last_frame is None or self.last_frame.T_cam_world is None:
+            return False
+        n = self._match_descriptors(frame, ref)
+        if n < 15:
+            return False
+        frame.T_cam_world = self.last_frame.T_cam_world.copy()
+        return self._optimize(frame) >= 10
+
+    def _match_descriptors(self, frame: Frame, kf: KeyFrame) -> int:
+        """Brute-force matches from the keyframe's map points to the frame's keypoints."""
+        with self.map.lock:
+            kp_idx = np.flatnonzero(kf.point_ids >= 0)
+            pids = kf.point_ids[kp_idx].copy()
+        if len(kp_idx) == 0:
+            return 0
+        i1, i2 = match_ratio(kf.frame.descriptors[kp_idx], frame.descriptors, ratio=0.7,
+                             th=self.tcfg.hamming_threshold_high)
+        frame.point_ids[:] = -1
+        frame.point_ids[i2] = pids[i1]
+        return len(i1)
+
+    def _recover(self, frame: Frame) -> bool:
+        """Lost: match the points of the local map and of the latest keyframes by
+        descriptor, then PnP-RANSAC and pose-only optimisation."""
+        recent = [kf.id for kf in self.map.good_keyframes()][-self.tcfg.recovery_keyframes:]
+        kf_ids = set(self.local_kf_ids) | set(recent)
+        pts = self.map.point_arrays(self.map.points_of(kf_ids))
+        if len(pts) < 30:
+            return False
+        i1, i2 = match_ratio(pts.descriptors, frame.descriptors, ratio=0.8,
+                             th=self.tcfg.hamming_threshold_high)
+        if len(i1) < 30:
+            return False
+        xyz = pts.xyz_world
+        res = solve_pnp_ransac(xyz[i1], frame.uv[i2], self.K)
+        if res is None or int(res.inliers.sum()) < 30:
+            return False
+        frame.point_ids[:] = -1
+        good = res.inliers
+        frame.point_ids[i2[good]] = pts.ids[i1[good]]
+        frame.T_cam_world = res.T_cam_world
+        ok = self._optimize(frame) >= 30
+        if ok:
+            self._recovered_at = frame.id
+            log.info("frame %d: recovered against the local map", frame.id)
+        return ok
+
+    # --------------------------------------------------------------- local map
+    def _update_local_keyframes(self, frame: Frame) -> list[int]:
+        counter: Counter[int] = Counter()
+        with self.map.lock:
+            for p in frame.point_ids[frame.point_ids >= 0]:
+                mp = self.map.points.get(int(p))
+                if mp is not None:
+                    counter.update(mp.observations.keys())
+            if not counter:
+                return self.local_kf_ids
+            limit = self.tcfg.local_map_keyframes
+            local = [k for k, _ in counter.most_common(limit)]
+            seen = set(local)
+            for k in list(local):
+                kf = self.map.keyframes.get(k)
+                if kf is None or kf.bad:
+                    continue
+                for nb in kf.best_covisible(10):
+                    if len(seen) >= 3 * limit:
+                        break
+                    if nb not in seen and not self.map.keyframes[nb].bad:
+                        seen.add(nb)
+                        local.append(nb)
+            ref_id = counter.most_common(1)[0][0]
+            self.ref_kf = self.map.keyframes[ref_id]
+        self.local_kf_ids = local
+        return local
+
+    def _track_local_map(self, frame: Frame) -> bool:
+        local = self._update_local_keyframes(frame)
+        pids = self.map.points_of(local)
+        matched = set(int(p) for p in frame.point_ids[frame.point_ids >= 0])
+        pids = [p for p in pids if p not in matched]
+        pts = self.map.point_arrays(pids)
+        if len(pts):
+            assert frame.T_cam_world is not None
+            proj = project_into(frame, frame.T_cam_world, self.K, pts.xyz_world, pts.normals,
+                                pts.min_dist, pts.max_dist, self.cfg.features.scale_factor,
+                                self.cfg.features.n_levels)
+            th = 3.0 if self.sensor == "rgbd" else 1.0
+            if frame.id - self._recovered_at < 3:
+                th = 5.0
+            r = np.where(proj.view_cos > 0.998, 2.5, 4.0) * th
+            radius = r * self.builder.scale_factors[proj.level]
+            sel, kp = match_projected(frame, proj, pts.descriptors, radius,
+                                      th_high=self.tcfg.hamming_threshold_high,
+                                      ratio=self.tcfg.match_ratio)
+            frame.point_ids[kp] = pts.ids[sel]
+            with self.map.lock:
+                for p in pts.ids[proj.keep].tolist():
+                    mp = self.map.points.get(p)
+                    if mp is not None:
+                        mp.n_visible += 1
+        n = self._optimize(frame)
+        with self.map.lock:
+            for p in frame.point_ids[frame.point_ids >= 0]:
+                mp = self.map.points.get(int(p))
+                if mp is not None:
+                    mp.n_found += 1
+        self.n_inliers = n
+        return n >= self.tcfg.min_tracked_points
+
+    # --------------------------------------------------------------- keyframes
+    def _need_keyframe(self, frame: Frame) -> bool:
+        n_kfs = self.map.n_keyframes()
+        since = frame.id - self.last_kf_frame_id
+        max_frames = self.tcfg.keyframe_max_frames
+        # ORB-SLAM counts a stereo observation twice; we count keyframes.
+        min_obs = (2 if n_kfs <= 2 else 3) if self.sensor == "mono" else (1 if n_kfs <= 2 else 2)
+        assert self.ref_kf is not None
+        n_ref = self.map.n_tracked_points(self.ref_kf.id, min_obs)
+        idle = self.mapping.is_idle()
+        need_close = False
+        if self.sensor != "mono":
+            close = (frame.depth_m > 0) & (frame.depth_m < self.close_depth)
+            tracked_close = int(np.count_nonzero(close & (frame.point_ids >= 0)))
+            untracked_close = int(np.count_nonzero(close & (frame.point_ids < 0)))
+            need_close = tracked_close < 100 and untracked_close > 70
+        ratio = 0.4 if n_kfs < 2 else (0.9 if self.sensor == "mono" else 0.75)
+        c1a = since >= max_frames
+        c1b = since >= self.tcfg.keyframe_min_frames and idle
+        c1c = self.sensor != "mono" and (self.n_inliers < 0.25 * n_ref or need_close)
+        c2 = (self.n_inliers < ratio * n_ref or need_close) and self.n_inliers > 15
+        if not ((c1a or c1b or c1c) and c2):
+            return False
+        if idle:
+            return True
+        self.mapping.interrupt()
+        return self.sensor != "mono" and self.mapping.queue_depth() < 3
+
+    def _maybe_insert_keyframe(self, frame: Frame) -> bool:
+        if not self._need_keyframe(frame):
+            return False
+        assert frame.T_cam_world is not None
+        kf = KeyFrame(self.map.new_keyframe_id(), frame, frame.T_cam_world.copy())
+        with self.map.lock:
+            self.map.add_keyframe(kf)
+            for i in np.flatnonzero(frame.point_ids >= 0):
+                pid = int(frame.point_ids[i])
+                if pid in self.map.points:
+                    self.map.add_observation(pid, kf.id, int(i))
+                else:
+                    frame.point_ids[i] = -1
+            if self.sensor != "mono":
+                add_depth_points(self.map, kf, self.K, self.close_depth)
+        self._register_keyframe(kf)
+        self.mapping.submit(kf.id)
+        return True
+
+    def close(self) -> None:
+        self.builder.close()

@@ -1,0 +1,84 @@
+"""The ``slam`` entry point: help, lazy imports, error boundary, logging options."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from slam.cli import evaluate, main
+from slam.errors import CalibrationError, SlamError, TrackingError
+
+
+def test_help_lists_both_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main.main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "run" in out and "eval" in out
+
+
+def test_importing_the_cli_loads_no_heavy_package() -> None:
+    code = (
+        "import sys, slam.cli.main as m; m.build_parser();"
+        "print(sorted(k for k in ('cv2', 'evo', 'matplotlib', 'numba', 'scipy', 'g2opy')"
+        " if k in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_console_script_points_at_main() -> None:
+    pyproject = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
+    assert 'slam = "slam.cli.main:main"' in pyproject
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [(SlamError("plain"), 1), (CalibrationError("bad\ncalib"), 2), (TrackingError("lost"), 6)],
+)
+def test_slam_errors_become_one_line_and_their_exit_code(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], error: SlamError, code: int
+) -> None:
+    def fail(args: object) -> int:
+        raise error
+
+    monkeypatch.setattr(evaluate, "execute", fail)
+    assert main.main(["-q", "eval", "--gt", "a", "--est", "b"]) == code
+    err = capsys.readouterr().err
+    assert err.splitlines() == [f"slam: error: {' '.join(str(error).split())}"]
+
+
+def test_interrupt_exits_130(monkeypatch: pytest.MonkeyPatch) -> None:
+    def interrupt(args: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evaluate, "execute", interrupt)
+    assert main.main(["eval", "--gt", "a", "--est", "b"]) == 130
+
+
+def test_a_bug_keeps_its_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    def bug(args: object) -> int:
+        raise ZeroDivisionError("bug")
+
+    monkeypatch.setattr(evaluate, "execute", bug)
+    with pytest.raises(ZeroDivisionError):
+        main.main(["eval", "--gt", "a", "--est", "b"])
+
+
+@pytest.mark.parametrize(
+    ("argv", "slam_level"),
+    [([], logging.INFO), (["-v"], logging.DEBUG), (["-q"], logging.WARNING)],
+)
+def test_verbosity_before_or_after_the_command(
+    monkeypatch: pytest.MonkeyPatch, argv: list[str], slam_level: int
+) -> None:
+    monkeypatch.setattr(evaluate, "execute", lambda args: 0)
+    for position in ("before", "after"):
+        cmd = ["eval", "--gt", "a", "--est", "b"]
+        full = argv + cmd if position == "before" else cmd[:1] + argv + cmd[1:]
+        assert main.main(full) == 0
+        assert logging.getLogger("slam").level == slam_level

@@ -1,0 +1,496 @@
+"""``slam run``: outputs with a fake tracker, and user errors with real bad inputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import types
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+
+import slam
+import slam.io.sources
+from slam.cli import run
+from slam.cli.main import main
+from slam.config import SlamConfig
+from slam.errors import ConfigError
+from slam.geometry.lie import se3_exp, se3_inv
+from slam.io.trajectory_io import read_kitti_poses, read_tum_trajectory
+from slam.io.types import Trajectory
+
+REPO = Path(__file__).resolve().parents[2]
+G = se3_exp(np.array([0.5, -1.0, 2.0, 0.1, 0.7, -0.2]))  # world of the estimate -> gt world
+
+
+def ground_truth(n: int = 40) -> Trajectory:
+    poses = [
+        se3_exp(np.array([0.1 * i, np.sin(0.3 * i), 0.02 * i, 0.05 * i, 0.1, 0.0]))
+        for i in range(n)
+    ]
+    return Trajectory(1000.0 + np.arange(n) / 30.0, np.stack(poses))
+
+
+class FakeSource:
+    """Just the FrameSource surface the CLI uses; frames are their indices."""
+
+    def __init__(
+        self,
+        gt: Trajectory | None,
+        sensors: tuple[str, ...] = ("mono", "rgbd"),
+        calibration: object | None = "calibration",
+    ) -> None:
+        self.name = "fake:seq"
+        self.sensors = frozenset(sensors)
+        self.calibration = calibration
+        self.stamps = ground_truth().stamps
+        self._gt = gt
+        self.closed = False
+
+    @property
+    def length(self) -> int:
+        return len(self.stamps)
+
+    def __len__(self) -> int:
+        return len(self.stamps)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(len(self.stamps)))
+
+    def ground_truth(self) -> Trajectory | None:
+        return self._gt
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeSystem:
+    """Stands in for ``slam.system``: 'tracks' every frame at the gt pose in another world."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+        self.track_ms = np.linspace(10.0, 50.0, 40)
+
+    def run_offline(
+        self,
+        source: Any,
+        sensor: str,
+        calibration: Any,
+        config: SlamConfig,
+        *,
+        realtime: bool = False,
+        progress: bool = True,
+    ) -> Any:
+        frames = list(source)
+        self.calls.append(
+            dict(
+                sensor=sensor,
+                calibration=calibration,
+                config=config,
+                realtime=realtime,
+                progress=progress,
+                frames=len(frames),
+            )
+        )
+        gt = ground_truth()
+        poses = se3_inv(G)[None] @ gt.T_world_cam[: len(frames)]
+        if sensor == "mono":
+            poses[:, :3, 3] *= 0.5
+        stats = dict(
+            frames=len(frames),
+            tracked_frames=len(frames),
+            keyframes=4,
+            map_points=900,
+            wall_s=2.0,
+            fps=len(frames) / 2.0,
+            track_ms_median=0.0,
+            track_ms_p95=0.0,
+        )
+        return types.SimpleNamespace(
+            trajectory=Trajectory(gt.stamps[: len(frames)], poses),
+            stats=stats,
+            track_ms=self.track_ms[: len(frames)],
+        )
+
+
+@pytest.fixture
+def fake_system(monkeypatch: pytest.MonkeyPatch) -> FakeSystem:
+    fake = FakeSystem()
+    module = types.ModuleType("slam.system")
+    module.run_offline = fake.run_offline  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "slam.system", module)
+    monkeypatch.setattr(slam, "system", module, raising=False)
+    return fake
+
+
+def use_source(monkeypatch: pytest.MonkeyPatch, source: FakeSource) -> None:
+    monkeypatch.setattr(slam.io.sources, "open_source", lambda uri, sensor, calib, fps: source)
+
+
+def run_fake(tmp_path: Path, sensor: str, *extra: str) -> int:
+    return main(
+        [
+            "-q",
+            "run",
+            "--source",
+            "fake:seq",
+            "--sensor",
+            sensor,
+            "--out",
+            str(tmp_path / "traj.txt"),
+            "--stats",
+            str(tmp_path / "stats.json"),
+            "--no-progress",
+            *extra,
+        ]
+    )
+
+
+def test_rgbd_run_writes_trajectory_stats_plot_and_summary(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fake_system: FakeSystem,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    source = FakeSource(ground_truth())
+    use_source(monkeypatch, source)
+    argv = ["--plot", str(tmp_path / "p.png"), "--set", "features.n_features=1500", "--realtime"]
+    assert run_fake(tmp_path, "rgbd", *argv) == 0
+
+    call = fake_system.calls[0]
+    assert call["config"].features.n_features == 1500
+    assert (call["realtime"], call["progress"], call["calibration"]) == (True, False, "calibration")
+    assert source.closed
+    written = read_tum_trajectory(tmp_path / "traj.txt")
+    np.testing.assert_allclose(
+        written.T_world_cam, se3_inv(G)[None] @ ground_truth().T_world_cam, atol=1e-6
+    )
+    stats = json.loads((tmp_path / "stats.json").read_text())
+    for key in (
+        "frames",
+        "tracked_frames",
+        "keyframes",
+        "map_points",
+        "wall_s",
+        "fps",
+        "track_ms_median",
+        "track_ms_p95",
+        "peak_rss_mb",
+        "ate_rmse_m",
+    ):
+        assert stats[key] is not None, key
+    assert stats["ate_alignment"] == "se3"
+    assert stats["ate_rmse_m"] < 1e-6
+    assert stats["ate_n_matched"] == 40
+    assert stats["track_ms_median"] == pytest.approx(30.0)
+    assert stats["track_ms_p95"] == pytest.approx(np.percentile(fake_system.track_ms, 95))
+    assert stats["tracked_ratio"] == 1.0
+    assert cv2.imread(str(tmp_path / "p.png")) is not None
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 1
+    assert "ATE 0.0000 m (se3, 40 poses)" in out[0] and "20.0 fps" in out[0]
+    assert "tracked 100.0 % (40/40)" in out[0]
+
+
+def test_mono_run_is_evaluated_with_sim3(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_system: FakeSystem
+) -> None:
+    use_source(monkeypatch, FakeSource(ground_truth()))
+    assert run_fake(tmp_path, "mono") == 0
+    stats = json.loads((tmp_path / "stats.json").read_text())
+    assert stats["ate_alignment"] == "sim3"
+    assert stats["ate_scale"] == pytest.approx(2.0)
+    assert stats["ate_rmse_m"] < 1e-6
+
+
+def test_kitti_format_and_max_frames(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_system: FakeSystem
+) -> None:
+    use_source(monkeypatch, FakeSource(ground_truth()))
+    assert run_fake(tmp_path, "rgbd", "--format", "kitti", "--max-frames", "12") == 0
+    assert fake_system.calls[0]["frames"] == 12
+    rows = (tmp_path / "traj.txt").read_text().splitlines()
+    assert len(rows) == 12 and all(len(r.split()) == 12 for r in rows)
+    expected = se3_inv(G)[None] @ ground_truth().T_world_cam[:12]
+    np.testing.assert_allclose(
+        read_kitti_poses(tmp_path / "traj.txt").T_world_cam, expected, atol=1e-6
+    )
+
+
+def test_without_ground_truth_there_is_no_ate(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fake_system: FakeSystem,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    use_source(monkeypatch, FakeSource(None))
+    assert run_fake(tmp_path, "rgbd", "--plot", str(tmp_path / "p.png")) == 0
+    stats = json.loads((tmp_path / "stats.json").read_text())
+    assert "ate_rmse_m" not in stats
+    assert "ATE n/a" in capsys.readouterr().out
+    assert (tmp_path / "p.png").stat().st_size > 1000
+
+
+def test_parse_overrides() -> None:
+    assert run.parse_overrides(["a.b=3", "c.d=0.5", "e.f=true", "g.h=abc"]) == {
+        "a.b": 3,
+        "c.d": 0.5,
+        "e.f": True,
+        "g.h": "abc",
+    }
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        run.parse_overrides(["features.n_features"])
+
+
+def test_limited_source_passes_the_rest_through() -> None:
+    limited = run.LimitedSource(FakeSource(ground_truth()), 5)
+    assert (len(limited), limited.length, list(limited)) == (5, 5, [0, 1, 2, 3, 4])
+    assert limited.name == "fake:seq"
+    assert limited.ground_truth() is not None
+
+
+# --- user errors: exactly one line on stderr and the error's exit code ----------------------
+
+
+def assert_one_error_line(capsys: pytest.CaptureFixture[str], *needles: str) -> str:
+    err = capsys.readouterr().err
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("slam: error: "), err
+    for needle in needles:
+        assert needle in lines[0]
+    return lines[0]
+
+
+def fake_error_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: FakeSource, *argv: str
+) -> int:
+    use_source(monkeypatch, source)
+    return main(
+        [
+            "-q",
+            "run",
+            "--source",
+            "fake:seq",
+            "--out",
+            str(tmp_path / "t.txt"),
+            "--no-progress",
+            *argv,
+        ]
+    )
+
+
+def test_sensor_the_source_cannot_feed(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fake_system: FakeSystem,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    source = FakeSource(None, sensors=("mono",))
+    assert fake_error_run(tmp_path, monkeypatch, source, "--sensor", "stereo") == 4
+    assert_one_error_line(capsys, "stereo")
+
+
+def test_source_without_calibration(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fake_system: FakeSystem,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    source = FakeSource(None, calibration=None)
+    assert fake_error_run(tmp_path, monkeypatch, source, "--sensor", "mono") == 2
+    assert_one_error_line(capsys, "--calib")
+
+
+def test_unwritable_output(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fake_system: FakeSystem,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    (tmp_path / "file").write_text("")
+    use_source(monkeypatch, FakeSource(ground_truth()))
+    code = main(
+        [
+            "-q",
+            "run",
+            "--source",
+            "fake:seq",
+            "--sensor",
+            "rgbd",
+            "--out",
+            str(tmp_path / "file" / "traj.txt"),
+            "--no-progress",
+        ]
+    )
+    assert code == 1
+    assert_one_error_line(capsys, "cannot write trajectory")
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["--config", "no/such/config.yaml"], "configuration file not found"),
+        (["--set", "features.n_features=5"], "features.n_features"),
+        (["--set", "features.n_features"], "KEY=VALUE"),
+        (["--max-frames", "0"], "--max-frames"),
+    ],
+)
+def test_configuration_errors(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fake_system: FakeSystem,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    needle: str,
+) -> None:
+    source = FakeSource(ground_truth())
+    assert fake_error_run(tmp_path, monkeypatch, source, "--sensor", "rgbd", *argv) == 2
+    assert_one_error_line(capsys, needle)
+    assert not fake_system.calls
+
+
+def make_tum_folder(root: Path, n: int = 3, corrupt: int | None = None) -> Path:
+    """A tiny TUM RGB-D folder (freiburg1 name, so the calibration is inferred)."""
+    folder = root / "rgbd_dataset_freiburg1_tiny"
+    (folder / "rgb").mkdir(parents=True)
+    (folder / "depth").mkdir()
+    rng = np.random.default_rng(0)
+    rgb, depth, gt = ["# rgb"], ["# depth"], ["# gt"]
+    for i in range(n):
+        t = 100.0 + i / 30.0
+        image = rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)
+        cv2.imwrite(str(folder / f"rgb/{i}.png"), image)
+        cv2.imwrite(str(folder / f"depth/{i}.png"), np.full((480, 640), 7500, np.uint16))
+        rgb.append(f"{t:.6f} rgb/{i}.png")
+        depth.append(f"{t + 0.001:.6f} depth/{i}.png")
+        gt.append(f"{t:.6f} 0 0 {0.01 * i} 0 0 0 1")
+    if corrupt is not None:
+        (folder / f"rgb/{corrupt}.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage, not an image")
+    for name, lines in (("rgb.txt", rgb), ("depth.txt", depth), ("groundtruth.txt", gt)):
+        (folder / name).write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def real_run(tmp_path: Path, source: str, sensor: str, *argv: str) -> int:
+    return main(
+        [
+            "-q",
+            "run",
+            "--source",
+            source,
+            "--sensor",
+            sensor,
+            "--out",
+            str(tmp_path / "out" / "t.txt"),
+            "--no-progress",
+            *argv,
+        ]
+    )
+
+
+@pytest.mark.parametrize(
+    ("source", "sensor", "code", "needle"),
+    [
+        ("tum:{tmp}/missing_folder", "rgbd", 3, "missing_folder"),
+        ("nosuchscheme:{tmp}", "rgbd", 3, "nosuchscheme"),
+        ("tum:{tum}", "stereo", 4, "stereo"),
+        ("kitti:{tum}", "rgbd", 4, "rgbd"),
+    ],
+)
+def test_bad_sources(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    source: str,
+    sensor: str,
+    code: int,
+    needle: str,
+) -> None:
+    tum = make_tum_folder(tmp_path)
+    uri = source.format(tmp=tmp_path, tum=tum)
+    assert real_run(tmp_path, uri, sensor) == code
+    assert_one_error_line(capsys, needle)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"\x00\xff\xfe binary garbage",
+        b"%YAML:1.0\nCamera.fx: 500.0\n",
+        b"%YAML:1.0\nCamera: [oops\n",
+    ],
+)
+def test_malformed_calibration(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes
+) -> None:
+    tum = make_tum_folder(tmp_path)
+    calib = tmp_path / "bad.yaml"
+    calib.write_bytes(content)
+    assert real_run(tmp_path, f"tum:{tum}", "rgbd", "--calib", str(calib)) == 2
+    assert_one_error_line(capsys)
+
+
+def test_missing_calibration_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tum = make_tum_folder(tmp_path)
+    code = real_run(tmp_path, f"tum:{tum}", "rgbd", "--calib", str(tmp_path / "none.yaml"))
+    assert code in (2, 3)
+    assert_one_error_line(capsys, "none.yaml")
+
+
+def test_corrupt_image_through_the_real_system(tmp_path: Path) -> None:
+    """In a fresh process, so that stderr holds everything a user sees (OpenCV's too)."""
+    tum = make_tum_folder(tmp_path, corrupt=0)
+    env = {k: v for k, v in os.environ.items() if k != "OPENCV_LOG_LEVEL"}
+    argv = [
+        "-q",
+        "run",
+        "--source",
+        f"tum:{tum}",
+        "--sensor",
+        "rgbd",
+        "--out",
+        str(tmp_path / "t.txt"),
+        "--no-progress",
+    ]
+    done = subprocess.run(
+        [sys.executable, "-m", "slam.cli.main", *argv],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 3
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("slam: error: ") and "0.png" in lines[0]
+    assert done.stdout == ""
+
+
+def shared_tum() -> Path:
+    for base in (REPO / "datasets" / "sample", REPO.parent / "shared" / "datasets" / "tum"):
+        folder = base / "rgbd_dataset_freiburg1_rpy"
+        if (folder / "rgb.txt").is_file():
+            return folder
+    pytest.skip("fr1_rpy not present")
+
+
+@pytest.mark.slow
+def test_real_rgbd_run_on_the_start_of_fr1_rpy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stats_path = tmp_path / "stats.json"
+    code = real_run(
+        tmp_path, f"tum:{shared_tum()}", "rgbd", "--max-frames", "60", "--stats", str(stats_path)
+    )
+    assert code == 0
+    stats = json.loads(stats_path.read_text())
+    assert stats["frames"] == 60
+    assert stats["tracked_frames"] >= 57
+    assert stats["ate_alignment"] == "se3"
+    assert stats["ate_rmse_m"] < 0.05
+    assert "ATE" in capsys.readouterr().out

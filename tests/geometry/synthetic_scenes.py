@@ -1,0 +1,109 @@
+"""Synthetic two-view scenes with exact ground truth, shared by the geometry tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from slam.geometry.lie import make_pose, so3_exp
+
+Array = NDArray[np.float64]
+
+K = np.array([[520.0, 0.0, 320.0], [0.0, 510.0, 240.0], [0.0, 0.0, 1.0]])
+WIDTH, HEIGHT = 640, 480
+
+
+@dataclass
+class Scene:
+    """Points ``xyz_world`` (N, 3), poses ``T_cam1_world``, ``T_cam2_world``, pixels (N, 2)."""
+
+    xyz_world: Array
+    T_cam1_world: Array
+    T_cam2_world: Array
+    uv1: Array
+    uv2: Array
+    outliers: NDArray[np.bool_]
+
+    @property
+    def T_cam2_cam1(self) -> Array:
+        return self.T_cam2_world @ np.linalg.inv(self.T_cam1_world)
+
+
+def project(T_cam_world: Array, xyz_world: Array, K_: Array = K) -> Array:
+    """Ideal pixels (N, 2) of world points (N, 3)."""
+    xyz = xyz_world @ T_cam_world[:3, :3].T + T_cam_world[:3, 3]
+    uvw = xyz @ K_.T
+    return uvw[:, :2] / uvw[:, 2:]
+
+
+def random_pose(rng: np.random.Generator, rot_deg: float, trans: float) -> Array:
+    """A pose with a random rotation of ``rot_deg`` degrees and translation norm ``trans``."""
+    axis = rng.normal(size=3)
+    axis /= np.linalg.norm(axis)
+    t = rng.normal(size=3)
+    t = t / np.linalg.norm(t) * trans
+    return make_pose(so3_exp(axis * np.radians(rot_deg)), t)
+
+
+def make_scene(
+    rng: np.random.Generator,
+    n: int = 300,
+    *,
+    kind: str = "general",
+    noise_px: float = 0.0,
+    outlier_ratio: float = 0.0,
+    rot_deg: float = 5.0,
+    baseline: float = 0.6,
+    T_cam2_cam1: Array | None = None,
+    T_cam1_world: Array | None = None,
+) -> Scene:
+    """Random points seen by two cameras; ``kind`` is 'general', 'planar' or 'rotation'.
+
+    Planar scenes lie on the tilted plane ``z = 5 / (1 - y/z)`` of camera 1 (closer at
+    the top of the image); the default motion is mostly sideways.
+    """
+    T1 = np.eye(4) if T_cam1_world is None else T_cam1_world
+    if T_cam2_cam1 is not None:
+        T21 = T_cam2_cam1
+    else:
+        T21 = random_pose(rng, rot_deg, 1.0)
+        t = np.array([1.0, 0.2 * rng.normal(), 0.2 * rng.normal()])
+        T21[:3, 3] = 0.0 if kind == "rotation" else t * (baseline / np.linalg.norm(t))
+    T2 = T21 @ T1
+    pts = []
+    while sum(len(p) for p in pts) < n:
+        uv = rng.uniform([20, 20], [WIDTH - 20, HEIGHT - 20], size=(4 * n, 2))
+        xn = (uv - K[:2, 2]) / np.diag(K)[:2]
+        planar = kind == "planar"
+        z = 5.0 / (1.0 - xn[:, 1]) if planar else rng.uniform(3.0, 9.0, size=len(uv))
+        xyz_c1 = np.column_stack([xn * z[:, None], z])
+        uv2 = project(T21, xyz_c1)
+        keep = (xyz_c1 @ T21[:3, :3].T + T21[:3, 3])[:, 2] > 0.5
+        keep &= (uv2 > 0).all(axis=1) & (uv2[:, 0] < WIDTH) & (uv2[:, 1] < HEIGHT)
+        pts.append(xyz_c1[keep])
+    xyz_c1 = np.concatenate(pts)[:n]
+    T1_inv = np.linalg.inv(T1)
+    xyz_w = xyz_c1 @ T1_inv[:3, :3].T + T1_inv[:3, 3]
+    uv1, uv2 = project(T1, xyz_w), project(T2, xyz_w)
+    uv1 = uv1 + rng.normal(scale=noise_px, size=uv1.shape)
+    uv2 = uv2 + rng.normal(scale=noise_px, size=uv2.shape)
+    out = np.zeros(n, dtype=bool)
+    n_out = round(outlier_ratio * n)
+    if n_out:
+        out[rng.choice(n, n_out, replace=False)] = True
+        uv2[out] = rng.uniform([0, 0], [WIDTH, HEIGHT], size=(n_out, 2))
+    return Scene(xyz_w, T1, T2, uv1, uv2, out)
+
+
+def rotation_angle_deg(R_a: Array, R_b: Array) -> float:
+    """Angle (degrees) of ``R_a^T R_b``."""
+    c = (np.trace(R_a.T @ R_b) - 1.0) / 2.0
+    return float(np.degrees(np.arccos(np.clip(c, -1.0, 1.0))))
+
+
+def direction_angle_deg(a: Array, b: Array) -> float:
+    """Angle (degrees) between two 3-vectors."""
+    c = a @ b / (np.linalg.norm(a) * np.linalg.norm(b))
+    return float(np.degrees(np.arccos(np.clip(c, -1.0, 1.0))))

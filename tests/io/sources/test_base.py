@@ -1,0 +1,149 @@
+"""Image helpers and the bounded reader thread."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from slam.errors import ImageError
+from slam.io.sources.base import BoundedReader, FrameSource, read_color, read_depth, read_grey
+from slam.io.types import SensorFrame
+
+
+def _frame(i: int, stamp: float | None = None) -> SensorFrame:
+    return SensorFrame(i, float(i) if stamp is None else stamp, np.full((2, 2), i, np.uint8))
+
+
+def test_read_grey_and_color_match_opencv(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    bgr = rng.integers(0, 256, size=(20, 30, 3), dtype=np.uint8)
+    path = tmp_path / "c.png"
+    cv2.imwrite(str(path), bgr)
+    grey, color = read_color(path, (30, 20))
+    np.testing.assert_array_equal(color, bgr)
+    np.testing.assert_array_equal(grey, cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY))
+    np.testing.assert_array_equal(read_grey(path), cv2.imread(str(path), cv2.IMREAD_GRAYSCALE))
+    assert grey.dtype == np.uint8 and grey.shape == (20, 30)
+
+
+def test_read_depth_scales_to_metres(tmp_path: Path) -> None:
+    raw = np.array([[0, 5000, 10000], [1, 65535, 2500]], dtype=np.uint16)
+    path = tmp_path / "d.png"
+    cv2.imwrite(str(path), raw)
+    depth = read_depth(path, 5000.0, (3, 2))
+    assert depth.dtype == np.float32
+    np.testing.assert_array_equal(depth, raw.astype(np.float32) / np.float32(5000.0))
+    assert depth[0, 0] == 0.0 and depth[0, 1] == 1.0 and depth[0, 2] == 2.0
+
+
+def test_depth_must_be_16_bit(tmp_path: Path) -> None:
+    path = tmp_path / "d8.png"
+    cv2.imwrite(str(path), np.zeros((4, 4), np.uint8))
+    with pytest.raises(ImageError, match=r"d8.png.*16-bit"):
+        read_depth(path, 5000.0)
+
+
+def test_garbage_wrong_size_and_missing_images(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\x00\x01garbage" * 50)
+    with pytest.raises(ImageError, match=r"bad.jpg"):
+        read_grey(bad)
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    with pytest.raises(ImageError, match=r"empty.png"):
+        read_color(empty)
+    ok = tmp_path / "ok.png"
+    cv2.imwrite(str(ok), np.zeros((10, 12), np.uint8))
+    with pytest.raises(ImageError, match=r"ok.png is 12x10, expected 640x480"):
+        read_grey(ok, (640, 480))
+    with pytest.raises(ImageError, match=r"missing.png"):
+        read_grey(tmp_path / "missing.png")
+
+
+class _Live(FrameSource):
+    name = "live"
+    sensors = frozenset({"mono"})
+    calibration = None
+
+    def __iter__(self) -> Iterator[SensorFrame]:
+        yield _frame(0)
+
+
+def test_unknown_length_raises_type_error() -> None:
+    source = _Live()
+    assert source.length is None
+    with pytest.raises(TypeError, match="no known length"):
+        len(source)
+
+
+def test_reader_yields_all_frames_in_order() -> None:
+    with BoundedReader((_frame(i) for i in range(50)), maxsize=3) as reader:
+        assert [f.index for f in reader] == list(range(50))
+
+
+def test_reader_back_pressure() -> None:
+    produced = 0
+
+    def frames() -> Iterator[SensorFrame]:
+        nonlocal produced
+        for i in range(100):
+            produced += 1
+            yield _frame(i)
+
+    reader = BoundedReader(frames(), maxsize=4).start()
+    deadline = time.monotonic() + 5.0
+    while reader.qsize() < 4 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)
+    # four queued and at most one more waiting in put(): the reader blocks when full
+    assert reader.qsize() == 4
+    assert produced <= 5
+    frames_out = list(reader)
+    assert [f.index for f in frames_out] == list(range(100))
+    reader.close()
+
+
+def test_reader_reraises_in_consumer() -> None:
+    def frames() -> Iterator[SensorFrame]:
+        yield _frame(0)
+        yield _frame(1)
+        raise ImageError("frame 2 is broken")
+
+    seen: list[int] = []
+    with BoundedReader(frames(), maxsize=2) as reader, pytest.raises(ImageError, match="frame 2"):
+        for frame in reader:
+            seen.append(frame.index)
+    assert seen == [0, 1]
+
+
+def test_close_stops_a_blocked_reader() -> None:
+    def endless() -> Iterator[SensorFrame]:
+        i = 0
+        while True:
+            yield _frame(i)
+            i += 1
+
+    reader = BoundedReader(endless(), maxsize=2)
+    first = [f.index for _, f in zip(range(3), reader)]
+    assert first == [0, 1, 2]
+    reader.close(timeout=2.0)
+    assert not any(t.name == "frame-reader" and t.is_alive() for t in threading.enumerate())
+
+
+def test_realtime_paces_by_timestamps() -> None:
+    stamps = [100.0, 100.1, 100.2, 100.3]
+    start = time.monotonic()
+    with BoundedReader((_frame(i, s) for i, s in enumerate(stamps)), realtime=True) as reader:
+        arrivals = [time.monotonic() - start for _ in reader]
+    assert arrivals[-1] >= 0.28
+    assert arrivals[-1] < 1.0
+    fast_start = time.monotonic()
+    with BoundedReader(_frame(i, s) for i, s in enumerate(stamps)) as reader:
+        list(reader)
+    assert time.monotonic() - fast_start < 0.2
