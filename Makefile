@@ -30,7 +30,8 @@ test: $(STAMP) lint
 	$(PY) -m pytest -n 2 --dist loadfile -q tests
 
 bench: $(STAMP)
-	$(PY) -m benchmarks.run_all --out results
+	$(PY) -m benchmarks.run_matrix --runs 3 --out results
+	$(PY) -m benchmarks.bench_ba --out results/ba.json
 
 clean:
 	rm -rf $(VENV) .numba_cache out results

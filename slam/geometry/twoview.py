@@ -128,6 +128,11 @@ def _homog(uv: Array) -> Array:
 
 def _null_vectors(A: Array) -> Array:
     """Right singular vectors (B, 3, 3) of the smallest singular value of A (B, M, 9)."""
+    if A.shape[-2] > 2 * A.shape[-1]:
+        # Tall systems (refits on all inliers): the 9x9 normal matrix has the same null
+        # vector and is far cheaper; Hartley normalisation keeps it well conditioned.
+        _, V = np.linalg.eigh(A.transpose(0, 2, 1) @ A)
+        return np.asarray(V[:, :, 0].reshape(-1, 3, 3), dtype=np.float64)
     _, _, Vt = np.linalg.svd(A, full_matrices=True)
     return np.asarray(Vt[:, -1, :].reshape(-1, 3, 3), dtype=np.float64)
 
@@ -215,9 +220,9 @@ def score_fundamental(F: Array, uv1: Array, uv2: Array, sigma: float = 1.0) -> t
     3.841 and scored with ``5.991 - chi2`` in each image.
     """
     x1, x2 = _homog(uv1), _homog(uv2)
-    l2 = np.einsum("bij,nj->bni", F, x1)  # epipolar lines in image 2
-    l1 = np.einsum("bji,nj->bni", F, x2)  # epipolar lines in image 1
-    num2 = np.einsum("bni,ni->bn", l2, x2) ** 2
+    l2 = x1 @ F.transpose(0, 2, 1)  # (B, N, 3) epipolar lines in image 2
+    l1 = x2 @ F  # (B, N, 3) epipolar lines in image 1
+    num2 = (l2 * x2).sum(axis=2) ** 2
     inv_s2 = 1.0 / sigma**2
     with np.errstate(invalid="ignore", divide="ignore"):
         chi2 = num2 / (l2[..., 0] ** 2 + l2[..., 1] ** 2) * inv_s2
@@ -227,7 +232,7 @@ def score_fundamental(F: Array, uv1: Array, uv2: Array, sigma: float = 1.0) -> t
 
 
 def _transfer_chi2(H: Array, x_from: Array, uv_to: Array) -> Array:
-    p = np.einsum("bij,nj->bni", H, x_from)
+    p = x_from @ H.transpose(0, 2, 1)  # (B, N, 3)
     with np.errstate(invalid="ignore", divide="ignore"):
         du = p[..., 0] / p[..., 2] - uv_to[:, 0]
         dv = p[..., 1] / p[..., 2] - uv_to[:, 1]

@@ -26,10 +26,8 @@ from slam.optim.kernels import (
     residual_jacobians_into,
 )
 
-_JIT = {"cache": True, "nogil": True, "fastmath": False}
 
-
-@njit(**_JIT)
+@njit(cache=True, nogil=True, fastmath=False)
 def _inv3_sym_into(V, p, lam, Vinv):
     """``Vinv[p] = inv(V[p] + lam I)`` for symmetric 3x3 blocks; zero if (near) singular."""
     a, b, c = V[p, 0, 0] + lam, V[p, 0, 1], V[p, 0, 2]
@@ -53,7 +51,7 @@ def _inv3_sym_into(V, p, lam, Vinv):
     Vinv[p, 2, 2] = (a * d - b * b) * inv
 
 
-@njit(**_JIT)
+@njit(cache=True, nogil=True, fastmath=False)
 def total_cost(T, X, oc, op, uv, ur, w, cam, order, huber):
     """Robust cost of the observations listed in ``order``."""
     e = np.zeros(3)
@@ -76,7 +74,7 @@ def total_cost(T, X, oc, op, uv, ur, w, cam, order, huber):
     return cost
 
 
-@njit(**_JIT)
+@njit(cache=True, nogil=True, fastmath=False)
 def _linearize(T, X, oc, op, uv, ur, w, cam, order, free_cam, free_pt, huber,
                U, bc, V, bp, Wt, ok):
     """Accumulate camera blocks ``U``/``bc``, point blocks ``V``/``bp`` and couplings ``Wt``.
@@ -142,7 +140,7 @@ def _linearize(T, X, oc, op, uv, ur, w, cam, order, free_cam, free_pt, huber,
     return cost
 
 
-@njit(**_JIT)
+@njit(cache=True, nogil=True, fastmath=False)
 def _reduced_system(oc, op, order, pt_start, free_cam, free_pt, lam, U, bc, V, bp, Wt, ok,
                     Vinv, Y, S, rhs):
     """Build ``S = U + lam I - sum W Vinv W^T`` (lower triangle) and its right-hand side."""
@@ -187,7 +185,7 @@ def _reduced_system(oc, op, order, pt_start, free_cam, free_pt, lam, U, bc, V, b
                             + y2 * Wt[o2, 2, j]
 
 
-@njit(**_JIT)
+@njit(cache=True, nogil=True, fastmath=False)
 def _back_substitute(oc, order, pt_start, free_cam, free_pt, bp, Wt, ok, Vinv, dxc, dxp):
     """Point updates ``dxp = Vinv (bp - sum W^T dxc)`` (in ``dxp``, (P_free,3))."""
     r = np.zeros(3)
@@ -210,7 +208,7 @@ def _back_substitute(oc, order, pt_start, free_cam, free_pt, bp, Wt, ok, Vinv, d
             dxp[p, k] = Vinv[p, k, 0] * r[0] + Vinv[p, k, 1] * r[1] + Vinv[p, k, 2] * r[2]
 
 
-@njit(**_JIT)
+@njit(cache=True, nogil=True, fastmath=False)
 def _apply(T, X, free_cam, free_pt, dxc, dxp, T_new, X_new, tmp):
     """``T_new = exp(dxc) T`` for free cameras, ``X_new = X + dxp`` for free points."""
     T_new[:] = T
@@ -226,7 +224,7 @@ def _apply(T, X, free_cam, free_pt, dxc, dxp, T_new, X_new, tmp):
                 X_new[pt, k] += dxp[p, k]
 
 
-@njit(**_JIT)
+@njit(cache=True, nogil=True, fastmath=False)
 def _step_scale(lam, bc, bp, dxc, dxp):
     """g2o's ``computeScale``: ``dx . (lam dx + b)`` (+1e-3)."""
     s = 1e-3
@@ -241,7 +239,7 @@ def _step_scale(lam, bc, bp, dxc, dxp):
     return s
 
 
-@njit(**_JIT)
+@njit(cache=True, nogil=True, fastmath=False)
 def lm_schur(T, X, oc, op, uv, ur, w, cam, order, pt_start, free_cam, free_pt,
              iterations, huber, abort_flag, min_rel_decrease):
     """Levenberg-Marquardt on ``T`` and ``X`` in place.
@@ -318,7 +316,7 @@ def lm_schur(T, X, oc, op, uv, ur, w, cam, order, pt_start, free_cam, free_pt,
     return initial_cost, cost, done, False
 
 
-@njit(**_JIT)
+@njit(cache=True, nogil=True, fastmath=False)
 def classify_observations(T, X, oc, op, uv, ur, w, cam, chi2, valid, inlier):
     """Per observation: ``chi2``, depth ``valid`` and ``inlier`` (chi2 test and valid)."""
     e = np.zeros(3)

@@ -127,10 +127,11 @@ def run_graph(graph: G2OGraph, problem: BAProblem, iterations: int = 10) -> G2OS
     final_cost = float(opt.active_robust_chi2())
     T = np.array(problem.T_cam_world, dtype=np.float64, copy=True)
     for m, v in enumerate(graph.cam_vertices):
-        T[m] = v.estimate().matrix()
+        if not v.fixed():  # fixed ones keep the input exactly (no quaternion round trip)
+            T[m] = v.estimate().matrix()
     X = np.array(problem.xyz_world, dtype=np.float64, copy=True)
     for p, vp in enumerate(graph.pt_vertices):
-        if vp is not None:
+        if vp is not None and not vp.fixed():
             X[p] = vp.estimate()
     chi2, valid = observation_chi2(problem, T, X)
     thr = np.where(np.asarray(problem.obs_u_right) >= 0.0, CHI2_STEREO, CHI2_MONO)

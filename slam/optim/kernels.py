@@ -33,13 +33,8 @@ DELTA_STEREO = math.sqrt(CHI2_STEREO)
 MIN_DEPTH = 1e-6
 """Observations with ``z_cam <= MIN_DEPTH`` have no valid projection."""
 
-_JIT = {"cache": True, "nogil": True, "fastmath": False}
-# Small per-observation kernels are inlined into the callers' Numba IR: a plain call
-# costs ~2-3x in the BA loops (argument marshalling of the array structs).
-_JIT_INLINE = {**_JIT, "inline": "always"}
 
-
-@njit(**_JIT)
+@njit(cache=True, nogil=True, fastmath=False)
 def se3_exp_into(xi: np.ndarray, out: np.ndarray) -> None:
     """Write ``exp(xi)`` (4x4) of a twist ``xi = [rho, phi]`` (6,) into ``out``."""
     wx, wy, wz = xi[3], xi[4], xi[5]
@@ -88,7 +83,7 @@ def se3_exp_into(xi: np.ndarray, out: np.ndarray) -> None:
     out[3, 3] = 1.0
 
 
-@njit(**_JIT)
+@njit(cache=True, nogil=True, fastmath=False)
 def se3_exp(xi: np.ndarray) -> np.ndarray:
     """``exp(xi)`` (4x4) of a twist ``xi = [rho, phi]`` (6,)."""
     out = np.empty((4, 4))
@@ -96,7 +91,7 @@ def se3_exp(xi: np.ndarray) -> np.ndarray:
     return out
 
 
-@njit(**_JIT)
+@njit(cache=True, nogil=True, fastmath=False)
 def left_update_into(T: np.ndarray, xi: np.ndarray, tmp: np.ndarray, out: np.ndarray) -> None:
     """``out = exp(xi) @ T`` for 4x4 poses; ``tmp`` is a (4,4) scratch buffer.
 
@@ -110,7 +105,7 @@ def left_update_into(T: np.ndarray, xi: np.ndarray, tmp: np.ndarray, out: np.nda
         out[3, c] = x3
 
 
-@njit(**_JIT)
+@njit(cache=True, nogil=True, fastmath=False)
 def left_update(T: np.ndarray, xi: np.ndarray) -> np.ndarray:
     """``exp(xi) @ T`` (4x4)."""
     out = np.empty((4, 4))
@@ -118,7 +113,7 @@ def left_update(T: np.ndarray, xi: np.ndarray) -> np.ndarray:
     return out
 
 
-@njit(**_JIT)
+@njit(cache=True, nogil=True, fastmath=False)
 def project(fx: float, fy: float, cx: float, cy: float, bf: float, xyz_cam: np.ndarray,
             stereo: bool) -> np.ndarray:
     """Projection ``[u, v]`` (2,) or ``[u, v, u - bf/z]`` (3,) of a camera-frame point."""
@@ -135,7 +130,9 @@ def project(fx: float, fy: float, cx: float, cy: float, bf: float, xyz_cam: np.n
     return out
 
 
-@njit(**_JIT_INLINE)
+# The small per-observation kernels are inlined into the callers' Numba IR: a plain
+# call costs ~2-3x in the BA loops (argument marshalling of the array structs).
+@njit(cache=True, nogil=True, fastmath=False, inline="always")
 def residual_jacobians_into(
     T: np.ndarray, m: int, X: np.ndarray, p: int, cam: np.ndarray,
     u: float, v: float, u_right: float, stereo: bool,
@@ -189,7 +186,7 @@ def residual_jacobians_into(
     return True
 
 
-@njit(**_JIT)
+@njit(cache=True, nogil=True, fastmath=False)
 def _jacobians(T: np.ndarray, xyz_world: np.ndarray, K: np.ndarray, bf: float,
                stereo: bool) -> tuple[np.ndarray, np.ndarray]:
     rows = 3 if stereo else 2
@@ -220,7 +217,7 @@ def jacobian_point(T: np.ndarray, xyz_world: np.ndarray, K: np.ndarray, bf: floa
     return _jacobians(T, X, np.asarray(K, dtype=np.float64), float(bf), bool(stereo))[1]
 
 
-@njit(**_JIT_INLINE)
+@njit(cache=True, nogil=True, fastmath=False, inline="always")
 def huber_weight(chi2: float, delta: float) -> float:
     """IRLS weight ``rho'(chi2)`` of the Huber kernel: 1 inside, ``delta/sqrt(chi2)`` outside."""
     if chi2 <= delta * delta:
@@ -228,7 +225,7 @@ def huber_weight(chi2: float, delta: float) -> float:
     return delta / math.sqrt(chi2)
 
 
-@njit(**_JIT_INLINE)
+@njit(cache=True, nogil=True, fastmath=False, inline="always")
 def huber_cost(chi2: float, delta: float) -> float:
     """Robustified chi2 ``rho(chi2)`` of the Huber kernel (g2o's definition)."""
     if chi2 <= delta * delta:
@@ -236,7 +233,7 @@ def huber_cost(chi2: float, delta: float) -> float:
     return 2.0 * delta * math.sqrt(chi2) - delta * delta
 
 
-@njit(**_JIT)
+@njit(cache=True, nogil=True, fastmath=False)
 def cholesky_solve_into(A: np.ndarray, b: np.ndarray, n: int) -> bool:
     """Solve ``A x = b`` for the leading ``n x n`` SPD block in place.
 

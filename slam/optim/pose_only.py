@@ -30,12 +30,11 @@ from slam.optim.kernels import (
     residual_jacobians_into,
 )
 
-_JIT = {"cache": True, "nogil": True, "fastmath": False}
 _MIN_ACTIVE = 3  # fewer inliers than this cannot constrain a pose: stop the rounds
 # The Numba helpers take the pose as a (1, 4, 4) array (index 0), as the kernels expect.
 
 
-@njit(**_JIT)
+@njit(cache=True, nogil=True, fastmath=False)
 def _build_normal_eqs(T, xyz, uv, ur, inv_s2, cam, active, use_huber, H, g, e, Jp, Jx):
     """Fill ``H`` (6x6, upper triangle) and ``g = -J^T W e`` (6,); return the robust cost."""
     H[:, :] = 0.0
@@ -70,7 +69,7 @@ def _build_normal_eqs(T, xyz, uv, ur, inv_s2, cam, active, use_huber, H, g, e, J
     return cost
 
 
-@njit(**_JIT)
+@njit(cache=True, nogil=True, fastmath=False)
 def _cost(T, xyz, uv, ur, inv_s2, cam, active, use_huber, e, Jp, Jx):
     """Robust cost (sum of Huber-ed or plain chi2) of the active observations at ``T``."""
     cost = 0.0
@@ -92,7 +91,7 @@ def _cost(T, xyz, uv, ur, inv_s2, cam, active, use_huber, e, Jp, Jx):
     return cost
 
 
-@njit(**_JIT)
+@njit(cache=True, nogil=True, fastmath=False)
 def _lm_round(T, xyz, uv, ur, inv_s2, cam, active, use_huber, iterations):
     """Levenberg-Marquardt on ``T`` (modified in place), g2o's lambda schedule."""
     H = np.zeros((6, 6))
@@ -150,7 +149,7 @@ def _lm_round(T, xyz, uv, ur, inv_s2, cam, active, use_huber, iterations):
             break
 
 
-@njit(**_JIT)
+@njit(cache=True, nogil=True, fastmath=False)
 def _classify(T, xyz, uv, ur, inv_s2, cam, inlier):
     """Set ``inlier[i]`` by the chi2 test (and positive depth); return the inlier count."""
     e = np.zeros(3)
@@ -174,7 +173,7 @@ def _classify(T, xyz, uv, ur, inv_s2, cam, inlier):
     return n
 
 
-@njit(**_JIT)
+@njit(cache=True, nogil=True, fastmath=False)
 def _optimize_pose_nb(T0, xyz, uv, ur, inv_s2, cam, rounds, iterations):
     T = T0.copy().reshape((1, 4, 4))
     n = xyz.shape[0]

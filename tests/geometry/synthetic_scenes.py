@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from slam.geometry.lie import make_pose, so3_exp
+from slam.geometry.lie import make_pose, so3_exp, so3_log
 
 Array = NDArray[np.float64]
 
@@ -72,7 +72,7 @@ def make_scene(
         t = np.array([1.0, 0.2 * rng.normal(), 0.2 * rng.normal()])
         T21[:3, 3] = 0.0 if kind == "rotation" else t * (baseline / np.linalg.norm(t))
     T2 = T21 @ T1
-    pts = []
+    pts: list[Array] = []
     while sum(len(p) for p in pts) < n:
         uv = rng.uniform([20, 20], [WIDTH - 20, HEIGHT - 20], size=(4 * n, 2))
         xn = (uv - K[:2, 2]) / np.diag(K)[:2]
@@ -99,11 +99,9 @@ def make_scene(
 
 def rotation_angle_deg(R_a: Array, R_b: Array) -> float:
     """Angle (degrees) of ``R_a^T R_b``."""
-    c = (np.trace(R_a.T @ R_b) - 1.0) / 2.0
-    return float(np.degrees(np.arccos(np.clip(c, -1.0, 1.0))))
+    return float(np.degrees(np.linalg.norm(so3_log(R_a.T @ R_b))))
 
 
 def direction_angle_deg(a: Array, b: Array) -> float:
     """Angle (degrees) between two 3-vectors."""
-    c = a @ b / (np.linalg.norm(a) * np.linalg.norm(b))
-    return float(np.degrees(np.arccos(np.clip(c, -1.0, 1.0))))
+    return float(np.degrees(np.arctan2(np.linalg.norm(np.cross(a, b)), a @ b)))

@@ -66,7 +66,8 @@ def test_align_trajectories_poses_and_positions() -> None:
     ref = apply_similarity_to_poses(S, T_world_cam)
     S_est = align_trajectories(T_world_cam, ref)
     np.testing.assert_allclose(S_est, S, atol=1e-10)
-    np.testing.assert_allclose(align_trajectories(T_world_cam[:, :3, 3], ref[:, :3, 3]), S, atol=1e-10)
+    S_pos = align_trajectories(T_world_cam[:, :3, 3], ref[:, :3, 3])
+    np.testing.assert_allclose(S_pos, S, atol=1e-10)
     # Rotations stay orthonormal and pick up R_GT; positions are moved by the similarity.
     np.testing.assert_allclose(ref[:, :3, :3], R_GT @ T_world_cam[:, :3, :3], atol=1e-12)
     np.testing.assert_allclose(ref[:, :3, 3], S_GT * T_world_cam[:, :3, 3] @ R_GT.T + T_GT)

@@ -43,7 +43,8 @@ def pose_errors(T: np.ndarray, T_ref: np.ndarray) -> tuple[float, float]:
 
 
 def cv_pose(rvec: np.ndarray, tvec: np.ndarray) -> np.ndarray:
-    return make_pose(cv2.Rodrigues(rvec)[0], tvec.ravel())
+    R = np.asarray(cv2.Rodrigues(rvec)[0], dtype=np.float64)
+    return make_pose(R, np.asarray(tvec, dtype=np.float64).ravel())
 
 
 @pytest.mark.parametrize("method", ["sqpnp", "epnp"])
@@ -66,8 +67,9 @@ def test_pnp_noise_and_outliers_vs_opencv(method: str) -> None:
     assert (res.inliers & sc.outliers).sum() <= 2
     # OpenCV's least-squares solution on the true inliers is the same pose.
     good = ~sc.outliers
-    _, rvec, tvec = cv2.solvePnP(sc.xyz_world[good], sc.uv1[good], K, None, flags=cv2.SOLVEPNP_SQPNP)
-    rvec, tvec = cv2.solvePnPRefineLM(sc.xyz_world[good], sc.uv1[good], K, None, rvec, tvec)
+    xyz, uv = sc.xyz_world[good], sc.uv1[good]
+    _, rvec, tvec = cv2.solvePnP(xyz, uv, K, None, flags=cv2.SOLVEPNP_SQPNP)
+    rvec, tvec = cv2.solvePnPRefineLM(xyz, uv, K, None, rvec, tvec)
     rot, pos = pose_errors(res.T_cam_world, cv_pose(rvec, tvec))
     assert rot < 0.02 and pos < 0.005
 

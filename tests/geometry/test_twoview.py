@@ -1,4 +1,4 @@
-"""Tests of slam.geometry.twoview on exact synthetic scenes, against OpenCV where it has a routine."""
+"""Tests of slam.geometry.twoview on exact synthetic scenes and against OpenCV."""
 
 from __future__ import annotations
 
@@ -60,8 +60,12 @@ def same_up_to_scale(A: np.ndarray, B: np.ndarray, tol: float) -> bool:
     return min(np.abs(a - b).max(), np.abs(a + b).max()) < tol
 
 
-def planar_scene(seed: int, **kw: float) -> Scene:
-    return make_scene(np.random.default_rng(seed), 300, kind="planar", T_cam2_cam1=T_PLANAR, **kw)
+def planar_scene(seed: int, noise_px: float = 0.0, outlier_ratio: float = 0.0) -> Scene:
+    rng = np.random.default_rng(seed)
+    return make_scene(
+        rng, 300, kind="planar", T_cam2_cam1=T_PLANAR, noise_px=noise_px,
+        outlier_ratio=outlier_ratio,
+    )  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- minimal solvers
@@ -175,7 +179,9 @@ def test_ransac_fundamental_with_outliers() -> None:
     cv_inliers = mask.ravel().astype(bool)
     # OpenCV's RANSAC (no refit on the inliers) is no better than ours on either measure.
     assert res.inliers[~sc.outliers].mean() >= cv_inliers[~sc.outliers].mean()
-    assert score_fundamental(F_cv[None], sc.uv1, sc.uv2)[0][0] <= res.score + 1e-9
+    F_batch = np.zeros((1, 3, 3))
+    F_batch[0] = F_cv
+    assert score_fundamental(F_batch, sc.uv1, sc.uv2)[0][0] <= res.score + 1e-9
     assert (res.inliers & cv_inliers).sum() >= 0.95 * cv_inliers.sum()
     again = ransac_fundamental(sc.uv1, sc.uv2, rng=np.random.default_rng(0))
     np.testing.assert_array_equal(again.matrix, res.matrix)  # seeded: reproducible
@@ -240,8 +246,8 @@ def test_recover_pose_from_essential_vs_truth_and_opencv() -> None:
     assert rotation_angle_deg(rec.R, T[:3, :3]) < 0.3
     assert direction_angle_deg(rec.t, T[:3, 3]) < 2.0
     _, R_cv, t_cv, _ = cv2.recoverPose(E, sc.uv1, sc.uv2, K)
-    assert rotation_angle_deg(rec.R, R_cv) < 1e-6
-    assert direction_angle_deg(rec.t, t_cv.ravel()) < 1e-6
+    assert rotation_angle_deg(rec.R, np.asarray(R_cv, dtype=np.float64)) < 1e-6
+    assert direction_angle_deg(rec.t, np.asarray(t_cv, dtype=np.float64).ravel()) < 1e-6
     assert rec.good.mean() > 0.9
     scale = np.linalg.norm(T[:3, 3])  # points come out in units of the baseline
     err = np.linalg.norm(rec.xyz_cam1[rec.good] * scale - sc.xyz_world[rec.good], axis=1)
@@ -281,6 +287,16 @@ def test_decompose_and_recover_homography() -> None:
     np.testing.assert_allclose(rec.R, R_gt, atol=1e-8)
     np.testing.assert_allclose(rec.t, t_gt / PLANE_D, atol=1e-8)
     np.testing.assert_allclose(rec.xyz_cam1 * PLANE_D, sc.xyz_world, atol=1e-6)
+
+
+def test_recover_pose_from_homography_ambiguous_returns_none() -> None:
+    # Forward motion towards the plane: both physical decompositions put every point in
+    # front of both cameras, so there is no clear winner.
+    T = make_pose(so3_exp(np.radians([1.0, -3.0, 2.0])), np.array([0.0, 0.0, 0.6]))
+    sc = make_scene(np.random.default_rng(16), 300, kind="planar", T_cam2_cam1=T)
+    Hn = K_INV @ homography_dlt(sc.uv1, sc.uv2) @ K
+    rec = recover_pose_from_homography(Hn, normalised(sc.uv1), normalised(sc.uv2), focal_px=515.0)
+    assert rec is None
 
 
 # ----------------------------------------------------------------------------- initialisation

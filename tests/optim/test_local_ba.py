@@ -16,6 +16,7 @@ from slam.geometry import lie
 from slam.optim import _ba_core, kernels
 from slam.optim.local_ba import (
     BAProblem,
+    BAResult,
     _packed,
     observation_chi2,
     problem_with_estimate,
@@ -154,10 +155,20 @@ def test_plain_least_squares_matches_scipy() -> None:
             T[k + 1] = lie.se3_exp(x[6 * k:6 * k + 6]) @ T0[k + 1]
         return T, x[12:].reshape(-1, 3)
 
+    st = prob.obs_u_right >= 0
+    fx, fy, cx, cy = prob.K[0, 0], prob.K[1, 1], prob.K[0, 2], prob.K[1, 2]
+    sw = np.sqrt(prob.obs_inv_sigma2)
+
     def residuals(x: np.ndarray) -> np.ndarray:
         T, X = unpack(x)
-        chi2, _ = observation_chi2(prob, T, X)
-        return np.sqrt(chi2)
+        R, t = T[prob.obs_cam, :3, :3], T[prob.obs_cam, :3, 3]
+        xyz_cam = np.einsum("oij,oj->oi", R, X[prob.obs_pt]) + t
+        u = fx * xyz_cam[:, 0] / xyz_cam[:, 2] + cx
+        v = fy * xyz_cam[:, 1] / xyz_cam[:, 2] + cy
+        ur = u - prob.bf / xyz_cam[:, 2]
+        e = np.c_[prob.obs_uv[:, 0] - u, prob.obs_uv[:, 1] - v, prob.obs_u_right - ur]
+        e[~st, 2] = 0.0
+        return (e * sw[:, None]).ravel()
 
     x0 = np.r_[np.zeros(12), X0.ravel()]
     sol = least_squares(residuals, x0, method="lm", xtol=1e-14, ftol=1e-14, gtol=1e-14)
@@ -215,7 +226,7 @@ def test_abort_from_another_thread() -> None:
     prob = make_problem(20, 3000, seed=8).problem
     solve_local_ba(make_problem(3, 20).problem, iterations=1)  # JIT outside the timing
     flag = np.zeros(1, np.int32)
-    out = {}
+    out: dict[str, BAResult] = {}
     th = threading.Thread(target=lambda: out.setdefault(
         "r", solve_local_ba(prob, iterations=100_000, abort_flag=flag)))
     th.start()

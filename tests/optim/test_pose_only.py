@@ -59,7 +59,7 @@ def test_exact_data_gives_exact_pose() -> None:
 
 
 def test_matches_opencv_refine_lm_on_inliers() -> None:
-    T_gt, T0, xyz, uv, _, _ = _scene(400, 2)
+    _, T0, xyz, uv, _, _ = _scene(400, 2)
     _, inl = optimize_pose(T0, xyz, uv, np.ones(len(xyz)), K)
     # One round without Huber is plain least squares, as solvePnPRefineLM.
     T, inl1 = optimize_pose(T0, xyz[inl], uv[inl], np.ones(inl.sum()), K, rounds=1,
@@ -82,17 +82,15 @@ def test_gradient_matches_finite_differences_of_cost() -> None:
     bufs = (np.zeros(3), np.zeros((3, 6)), np.zeros((3, 3)))
     for use_huber in (False, True):
         H, g = np.zeros((6, 6)), np.zeros(6)
-        c0 = pose_only._build_normal_eqs(T0[None], xyz, uv, ur, w, cam, active, use_huber, H, g, *bufs)
-        assert c0 == pytest.approx(pose_only._cost(T0[None], xyz, uv, ur, w, cam, active, use_huber,
-                                                   *bufs))
+        args = (xyz, uv, ur, w, cam, active, use_huber)
+        c0 = pose_only._build_normal_eqs(T0[None], *args, H, g, *bufs)
+        assert c0 == pytest.approx(pose_only._cost(T0[None], *args, *bufs))
         fd = np.zeros(6)
         for k in range(6):
             d = np.zeros(6)
             d[k] = 1e-6
-            cp = pose_only._cost((lie.se3_exp(d) @ T0)[None], xyz, uv, ur, w, cam, active, use_huber,
-                                 *bufs)
-            cm = pose_only._cost((lie.se3_exp(-d) @ T0)[None], xyz, uv, ur, w, cam, active, use_huber,
-                                 *bufs)
+            cp = pose_only._cost((lie.se3_exp(d) @ T0)[None], *args, *bufs)
+            cm = pose_only._cost((lie.se3_exp(-d) @ T0)[None], *args, *bufs)
             fd[k] = (cp - cm) / 2e-6
         # g = -J^T W e = -0.5 * d cost / d xi
         np.testing.assert_allclose(g, -0.5 * fd, rtol=1e-5, atol=1e-4 * np.abs(fd).max())

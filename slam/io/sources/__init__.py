@@ -7,6 +7,8 @@
 ``video:FILE``     a video file OpenCV decodes (mono)
 ``images:DIR``     image files of a folder in name order (mono)
 ``webcam:N``       live camera number N (mono)
+``synthetic:KIND`` rendered room along a known trajectory (mono, stereo, rgbd);
+                   KIND is loop, forward or sideways, options ``?n_frames=&seed=``
 =================  ==========================================================
 """
 
@@ -44,7 +46,14 @@ _OPENERS: dict[str, Opener] = {
     "video": lambda arg, sensor, calib, fps: VideoSource(arg, sensor, calib, fps),
     "images": lambda arg, sensor, calib, fps: ImageFolderSource(arg, sensor, calib, fps),
     "webcam": lambda arg, sensor, calib, fps: WebcamSource(_device(arg), sensor, calib),
+    "synthetic": lambda arg, sensor, calib, fps: _synthetic("synthetic:" + arg, sensor),
 }
+
+
+def _synthetic(uri: str, sensor: str) -> FrameSource:
+    from slam.synthetic.source import parse_synthetic_uri  # renderer only when asked for
+
+    return parse_synthetic_uri(uri, sensor)
 
 
 def _device(arg: str) -> int:
