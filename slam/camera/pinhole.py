@@ -50,7 +50,7 @@ class PinholeCamera:
     @cached_property
     def K_inv(self) -> Array:
         """Inverse intrinsic matrix (3x3)."""
-        return np.linalg.inv(self.K)
+        return np.asarray(np.linalg.inv(self.K), dtype=np.float64)
 
     @property
     def dist_coeffs(self) -> Array:
@@ -66,15 +66,15 @@ class PinholeCamera:
         """Ideal (undistorted) pixels (N, 2) of camera points (N, 3); z must be > 0."""
         xyz = np.asarray(xyz_cam, dtype=np.float64).reshape(-1, 3)
         inv_z = 1.0 / xyz[:, 2]
-        return np.stack(
-            [self.fx * xyz[:, 0] * inv_z + self.cx, self.fy * xyz[:, 1] * inv_z + self.cy], axis=1
-        )
+        u = self.fx * xyz[:, 0] * inv_z + self.cx
+        v = self.fy * xyz[:, 1] * inv_z + self.cy
+        return np.stack([u, v], axis=1).astype(np.float64, copy=False)
 
     def project_distorted(self, xyz_cam: Array) -> Array:
         """Raw (distorted) pixels (N, 2) of camera points (N, 3), as the sensor sees them."""
         xyz = np.asarray(xyz_cam, dtype=np.float64).reshape(-1, 1, 3)
         uv, _ = cv2.projectPoints(xyz, np.zeros(3), np.zeros(3), self.K, self.dist_coeffs)
-        return uv.reshape(-1, 2)
+        return np.asarray(uv, dtype=np.float64).reshape(-1, 2)
 
     def unproject(self, uv: Array, depth: Array) -> Array:
         """Camera points (N, 3) of ideal pixels (N, 2) at depths (N,) along z (metres)."""
@@ -82,7 +82,7 @@ class PinholeCamera:
         z = np.asarray(depth, dtype=np.float64).reshape(-1)
         x = (uv[:, 0] - self.cx) / self.fx * z
         y = (uv[:, 1] - self.cy) / self.fy * z
-        return np.stack([x, y, z], axis=1)
+        return np.stack([x, y, z], axis=1).astype(np.float64, copy=False)
 
     def bearings(self, uv: Array) -> Array:
         """Normalised image coordinates (N, 2) ``K^-1 [u v 1]`` of ideal pixels (N, 2)."""
@@ -95,7 +95,7 @@ class PinholeCamera:
         if not self.is_distorted or len(uv) == 0:
             return uv.copy()
         out = cv2.undistortPoints(uv.reshape(-1, 1, 2), self.K, self.dist_coeffs, P=self.K)
-        return out.reshape(-1, 2)
+        return np.asarray(out, dtype=np.float64).reshape(-1, 2)
 
     def in_image(self, uv: Array, margin: float = 0.0) -> NDArray[np.bool_]:
         """Mask (N,) of pixels inside the image, ``margin`` pixels from the border."""

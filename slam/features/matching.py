@@ -109,10 +109,10 @@ def _search_projection(
                     elif d < d2:
                         d2 = d
                         lvl2 = kp_octave[j]
-        if i1 >= 0 and d1 <= th_high:
-            if not (lvl1 == lvl2 and d1 > ratio * d2):
-                best_idx[i] = i1
-                best_dist[i] = d1
+        # Ratio test only between candidates at the same level (as ORB-SLAM).
+        if i1 >= 0 and d1 <= th_high and not (lvl1 == lvl2 and d1 > ratio * d2):
+            best_idx[i] = i1
+            best_dist[i] = d1
     return best_idx, best_dist
 
 
@@ -267,7 +267,9 @@ def match_ratio(
     knn = matcher.knnMatch(desc1, desc2, k=2)
     i1, i2, dd = [], [], []
     for pair in knn:
-        if len(pair) == 2 and pair[0].distance <= th and pair[0].distance < ratio * pair[1].distance:
+        if len(pair) < 2:
+            continue
+        if pair[0].distance <= th and pair[0].distance < ratio * pair[1].distance:
             i1.append(pair[0].queryIdx)
             i2.append(pair[0].trainIdx)
             dd.append(pair[0].distance)

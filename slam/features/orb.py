@@ -8,6 +8,7 @@ whole image (ORB-SLAM does the same with a quadtree).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -43,7 +44,7 @@ class OrbExtractor:
     def __init__(self, cfg: FeatureConfig, n_features: int | None = None) -> None:
         self.cfg = cfg
         self.n_features = n_features or cfg.n_features
-        self._orb = cv2.ORB_create(
+        self._orb = cv2.ORB.create(
             nfeatures=int(self.n_features * 2),
             scaleFactor=cfg.scale_factor,
             nlevels=cfg.n_levels,
@@ -51,7 +52,7 @@ class OrbExtractor:
             patchSize=31,
             fastThreshold=cfg.fast_threshold,
         )
-        self._orb_low = cv2.ORB_create(
+        self._orb_low = cv2.ORB.create(
             nfeatures=int(self.n_features * 2),
             scaleFactor=cfg.scale_factor,
             nlevels=cfg.n_levels,
@@ -82,7 +83,9 @@ class OrbExtractor:
             descriptors=np.ascontiguousarray(desc, dtype=np.uint8),
         )
 
-    def _spread(self, kps: tuple[cv2.KeyPoint, ...], width: int, height: int) -> list:
+    def _spread(
+        self, kps: Sequence[cv2.KeyPoint], width: int, height: int
+    ) -> list[cv2.KeyPoint]:
         """Keep the strongest keypoints per grid cell, up to ``n_features`` in all."""
         n = len(kps)
         if n <= self.n_features:
@@ -113,7 +116,7 @@ class OrbExtractor:
             next_rank = order[rank == max(cap - 1, 1)]
             next_rank = next_rank[np.argsort(-resp[next_rank])][:missing]
             chosen[next_rank] = True
-        return [kps[i] for i in np.flatnonzero(chosen)]
+        return [kps[int(i)] for i in np.flatnonzero(chosen)]
 
 
 def _empty_keypoints() -> Keypoints:

@@ -21,7 +21,10 @@ def fuse_into(
     if not pids:
         return 0
     with slam_map.lock:
-        pids = [p for p in pids if p in slam_map.points and kf.id not in slam_map.points[p].observations]
+        pids = [
+            p for p in pids
+            if p in slam_map.points and kf.id not in slam_map.points[p].observations
+        ]
         if not pids or kf.bad:
             return 0
         T = kf.T_cam_world.copy()
@@ -33,7 +36,7 @@ def fuse_into(
     if len(proj.keep) == 0:
         return 0
     radius = radius_th * scale_factors[proj.level]
-    idx, dist = search_by_projection(
+    idx, _ = search_by_projection(
         proj.uv, proj.level, radius, desc[proj.keep], f.grid, f.uv, f.octave, f.descriptors,
         np.ones(len(f), bool), th_high=50, ratio=1.0, level_window=1,
     )

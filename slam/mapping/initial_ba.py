@@ -33,7 +33,7 @@ def initial_bundle_adjustment(
             kf.T_cam_world = kf.T_cam_world.copy()
             kf.T_cam_world[:3, 3] *= s
             kf.frame.T_cam_world = kf.T_cam_world.copy()
-        for p in list(slam_map.points.values()):
-            p.xyz_world = p.xyz_world * s
-        for p in list(slam_map.points):
-            slam_map.update_normal_and_depth(p)
+        for mp in slam_map.points.values():
+            mp.xyz_world = mp.xyz_world * s
+        for pid in list(slam_map.points):
+            slam_map.update_normal_and_depth(pid)

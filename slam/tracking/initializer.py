@@ -71,6 +71,11 @@ def initialize_from_depth(
     return kf
 
 
+InitMatch = tuple[
+    Frame, NDArray[np.float64], NDArray[np.int64], NDArray[np.int64], NDArray[np.float64]
+]
+
+
 class MonocularInitializer:
     """Two-view initialisation: F or H, cheirality, triangulation (ORB-SLAM style)."""
 
@@ -85,7 +90,7 @@ class MonocularInitializer:
 
     def try_initialize(
         self, frame: Frame
-    ) -> tuple[Frame, NDArray[np.float64], NDArray[np.int64], NDArray[np.int64], NDArray[np.float64]] | None:
+    ) -> InitMatch | None:
         """Feed a frame. On success returns ``(reference, T_cam2_cam1, idx_ref, idx_cur, xyz_cam1)``
         for the good correspondences; otherwise None (the frame may become the reference)."""
         if len(frame) < self.min_matches:

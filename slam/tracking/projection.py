@@ -50,7 +50,8 @@ def project_into(
     if dmin is not None and dmax is not None:
         ok &= (dist >= 0.8 * dmin) & (dist <= 1.2 * dmax)
         with np.errstate(divide="ignore", invalid="ignore"):
-            lv = np.ceil(np.log(np.maximum(dmax, 1e-9) / np.maximum(dist, 1e-9)) / np.log(scale_factor))
+            ratio = np.maximum(dmax, 1e-9) / np.maximum(dist, 1e-9)
+            lv = np.ceil(np.log(ratio) / np.log(scale_factor))
         level = np.clip(np.nan_to_num(lv), 0, n_levels - 1).astype(np.int32)
     if normals is not None:
         view_cos = np.einsum("ij,ij->i", ray, normals) / np.maximum(dist, 1e-9)
