@@ -25,8 +25,19 @@ class _Section(BaseModel):
 class FeatureConfig(_Section):
     """ORB extraction."""
 
-    n_features: int = Field(1000, ge=100, le=10000)
-    n_features_init: int = Field(2000, ge=100, le=20000, description="monocular initialisation")
+    n_features: int = Field(
+        0, ge=0, le=10000,
+        description="features per frame; 0 = by image size (1000 up to 640x480, 2000 above, "
+        "as ORB-SLAM's TUM and KITTI settings)",
+    )
+    n_features_init: int = Field(
+        0, ge=0, le=20000, description="monocular initialisation; 0 = twice n_features"
+    )
+
+    def features_for(self, width: int, height: int) -> tuple[int, int]:
+        """(features per frame, features for monocular initialisation) for an image size."""
+        n = self.n_features or (1000 if width * height <= 640 * 480 else 2000)
+        return n, self.n_features_init or 2 * n
     scale_factor: float = Field(1.2, gt=1.0, le=2.0)
     n_levels: int = Field(8, ge=1, le=16)
     fast_threshold: int = Field(20, ge=1, le=100)
@@ -52,7 +63,11 @@ class TrackingConfig(_Section):
     keyframe_max_frames: int = Field(30, ge=1)
     keyframe_tracked_ratio: float = Field(0.9, gt=0.0, le=1.0)
     local_map_keyframes: int = Field(20, ge=1)
-    lost_after_failures: int = Field(1, ge=1)
+    wait_for_mapping: bool = Field(
+        True,
+        description="when a keyframe is needed and mapping is busy, wait for it (offline "
+        "replay at full speed) instead of skipping the keyframe (live sources)",
+    )
 
 
 class MappingConfig(_Section):

@@ -41,9 +41,9 @@ class Keypoints:
 class OrbExtractor:
     """ORB keypoints and descriptors, at most ``n_features`` spread over a grid."""
 
-    def __init__(self, cfg: FeatureConfig, n_features: int | None = None) -> None:
+    def __init__(self, cfg: FeatureConfig, n_features: int) -> None:
         self.cfg = cfg
-        self.n_features = n_features or cfg.n_features
+        self.n_features = n_features
         self._orb = cv2.ORB.create(
             nfeatures=int(self.n_features * 2),
             scaleFactor=cfg.scale_factor,

@@ -22,8 +22,9 @@ class FrameBuilder:
         self.calib = calib
         self.cfg = cfg
         self.sensor = sensor
-        self.extractor = OrbExtractor(cfg)
-        self.init_extractor = OrbExtractor(cfg, cfg.n_features_init)
+        n, n_init = cfg.features_for(calib.camera.width, calib.camera.height)
+        self.extractor = OrbExtractor(cfg, n)
+        self.init_extractor = OrbExtractor(cfg, n_init)
         self.scale_factors = self.extractor.scale_factors
         self.inv_level_sigma2 = self.extractor.inv_level_sigma2
         self._pool = ThreadPoolExecutor(max_workers=1) if sensor == "stereo" else None

@@ -42,6 +42,7 @@ class MappingLink:
     is_idle: Callable[[], bool] = lambda: True
     queue_depth: Callable[[], int] = lambda: 0
     interrupt: Callable[[], None] = lambda: None
+    wait_idle: Callable[[], None] = lambda: None
     on_monocular_init: Callable[[list[int]], None] = lambda kf_ids: None
 
 
@@ -345,7 +346,8 @@ class Tracker:
         min_obs = (2 if n_kfs <= 2 else 3) if self.sensor == "mono" else (1 if n_kfs <= 2 else 2)
         assert self.ref_kf is not None
         n_ref = self.map.n_tracked_points(self.ref_kf.id, min_obs)
-        idle = self.mapping.is_idle()
+        # Offline replays decide as if mapping kept up, and wait for it when it has not.
+        idle = self.tcfg.wait_for_mapping or self.mapping.is_idle()
         need_close = False
         if self.sensor != "mono":
             close = (frame.depth_m > 0) & (frame.depth_m < self.close_depth)
@@ -359,6 +361,9 @@ class Tracker:
         c2 = (self.n_inliers < ratio * n_ref or need_close) and self.n_inliers > 15
         if not ((c1a or c1b or c1c) and c2):
             return False
+        if self.tcfg.wait_for_mapping:
+            self.mapping.wait_idle()
+            return True
         if idle:
             return True
         self.mapping.interrupt()
