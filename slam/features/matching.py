@@ -49,6 +49,32 @@ def hamming_rows(desc_a: NDArray[np.uint8], desc_b: NDArray[np.uint8]) -> NDArra
     return _hamming_rows(as_words(desc_a), as_words(desc_b))
 
 
+@njit(cache=True, nogil=True)
+def _distinctive(words):  # type: ignore[no-untyped-def]
+    n = words.shape[0]
+    dist = np.zeros((n, n), np.int32)
+    for i in range(n):
+        for j in range(i + 1, n):
+            d = _hamming(words[i], words[j])
+            dist[i, j] = d
+            dist[j, i] = d
+    best = 0
+    best_median = 1 << 30
+    for i in range(n):
+        row = np.sort(dist[i])
+        med = row[(n - 1) // 2]
+        if med < best_median:
+            best_median = med
+            best = i
+    return best
+
+
+def distinctive_descriptor(desc: NDArray[np.uint8]) -> NDArray[np.uint8]:
+    """The descriptor (32,) of ``desc`` (N, 32) with the least median Hamming distance
+    to the others (ORB-SLAM's ``ComputeDistinctiveDescriptors``)."""
+    return np.ascontiguousarray(desc[_distinctive(as_words(desc))])
+
+
 class KeypointGrid:
     """Keypoints bucketed into square cells so that radius searches touch few of them."""
 

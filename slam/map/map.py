@@ -14,9 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from slam.features.matching import hamming_rows
+from slam.features.matching import distinctive_descriptor
 from slam.map.keyframe import KeyFrame
 from slam.map.map_point import MapPoint
+from slam.map.point_store import PointStore
 
 COVISIBILITY_MIN_SHARED = 15
 
@@ -44,6 +45,7 @@ class Map:
         self.lock = threading.RLock()
         self.keyframes: dict[int, KeyFrame] = {}
         self.points: dict[int, MapPoint] = {}
+        self.store = PointStore()
         self.scale_factor = scale_factor
         self.n_levels = n_levels
         self._next_kf = 0
@@ -67,20 +69,17 @@ class Map:
     def add_point(
         self, xyz_world: NDArray[np.float64], kf: KeyFrame, kp_idx: int
     ) -> MapPoint:
-        """Create a point observed by ``kf`` at keypoint ``kp_idx`` and register it."""
+        """Create a point observed by ``kf`` at keypoint ``kp_idx`` and register it.
+
+        Callers add further observations, then call :meth:`update_normals_and_depths`.
+        """
         with self.lock:
             pid = self._next_pt
             self._next_pt += 1
-            mp = MapPoint(
-                id=pid,
-                xyz_world=np.asarray(xyz_world, np.float64).copy(),
-                descriptor=kf.frame.descriptors[kp_idx].copy(),
-                ref_kf_id=kf.id,
-                first_kf_id=kf.id,
-            )
+            mp = MapPoint(self.store, pid, np.asarray(xyz_world, np.float64),
+                          kf.frame.descriptors[kp_idx], ref_kf_id=kf.id, first_kf_id=kf.id)
             self.points[pid] = mp
             self.add_observation(pid, kf.id, kp_idx)
-            self.update_normal_and_depth(pid)
             return mp
 
     def add_observation(self, pid: int, kf_id: int, kp_idx: int) -> None:
@@ -109,16 +108,18 @@ class Map:
             return sum(1 for k in self.keyframes.values() if not k.bad)
 
     def points_of(self, kf_ids: Iterable[int]) -> list[int]:
-        """Distinct good map point ids observed by the given keyframes."""
+        """Distinct live map point ids observed by the given keyframes."""
+        return self.point_ids_of(kf_ids).tolist()
+
+    def point_ids_of(self, kf_ids: Iterable[int]) -> NDArray[np.int64]:
+        """Distinct live map point ids (sorted array) observed by the given keyframes."""
         with self.lock:
-            ids: set[int] = set()
-            for kid in kf_ids:
-                kf = self.keyframes.get(kid)
-                if kf is None or kf.bad:
-                    continue
-                pids = kf.point_ids
-                ids.update(int(p) for p in pids[pids >= 0])
-            return [p for p in ids if p in self.points and not self.points[p].bad]
+            arrays = [kf.point_ids for k in kf_ids
+                      if (kf := self.keyframes.get(k)) is not None and not kf.bad]
+            if not arrays:
+                return np.zeros(0, np.int64)
+            ids = np.unique(np.concatenate(arrays))
+            return self.store.alive_ids(ids)
 
     def n_tracked_points(self, kf_id: int, min_obs: int) -> int:
         """Points of a keyframe seen by at least ``min_obs`` keyframes."""
@@ -131,47 +132,74 @@ class Map:
                     n += 1
             return n
 
-    def point_arrays(self, pids: Iterable[int]) -> PointArrays:
+    def point_arrays(self, pids: Iterable[int] | NDArray[np.int64]) -> PointArrays:
         """Arrays of the given points that still exist (erased ones are skipped)."""
         with self.lock:
-            pts = [mp for p in pids if (mp := self.points.get(int(p))) is not None and not mp.bad]
-            if not pts:
-                return PointArrays(np.zeros(0, np.int64), np.zeros((0, 3)),
-                                   np.zeros((0, 32), np.uint8), np.zeros((0, 3)), np.zeros(0),
-                                   np.zeros(0))
-            return PointArrays(
-                ids=np.array([p.id for p in pts], np.int64),
-                xyz_world=np.array([p.xyz_world for p in pts]),
-                descriptors=np.array([p.descriptor for p in pts]),
-                normals=np.array([p.normal for p in pts]),
-                min_dist=np.array([p.min_dist for p in pts]),
-                max_dist=np.array([p.max_dist for p in pts]),
-            )
+            st = self.store
+            ids = st.alive_ids(np.fromiter(pids, np.int64) if not isinstance(pids, np.ndarray)
+                               else pids)
+            return PointArrays(ids, st.xyz[ids], st.desc[ids], st.normal[ids],
+                               st.min_dist[ids], st.max_dist[ids])
+
+    def count_visible(self, pids: NDArray[np.int64]) -> None:
+        """Points that a frame should have seen (ORB-SLAM's IncreaseVisible)."""
+        with self.lock:
+            ids = self.store.alive_ids(pids)
+            np.add.at(self.store.n_visible, ids, 1)
+
+    def count_found(self, pids: NDArray[np.int64]) -> None:
+        """Points that a frame matched (ORB-SLAM's IncreaseFound)."""
+        with self.lock:
+            ids = self.store.alive_ids(pids)
+            np.add.at(self.store.n_found, ids, 1)
 
     # --- point maintenance -------------------------------------------------
     def update_normal_and_depth(self, pid: int) -> None:
-        """Recompute the mean viewing direction and the scale-invariance distances."""
+        """Recompute one point's mean viewing direction and scale-invariance distances."""
+        self.update_normals_and_depths([pid])
+
+    def update_normals_and_depths(self, pids: Iterable[int]) -> None:
+        """Recompute mean viewing directions and scale-invariance distances of points."""
         with self.lock:
-            mp = self.points[pid]
-            if not mp.observations:
+            centers: dict[int, NDArray[np.float64]] = {}
+            rows: list[int] = []
+            obs_centers: list[NDArray[np.float64]] = []
+            live: list[int] = []
+            ref_centers: list[NDArray[np.float64]] = []
+            ref_levels: list[int] = []
+            for pid in pids:
+                mp = self.points.get(pid)
+                if mp is None or not mp.observations:
+                    continue
+                j = len(live)
+                live.append(pid)
+                for kid in mp.observations:
+                    c = centers.get(kid)
+                    if c is None:
+                        c = centers[kid] = self.keyframes[kid].center_world
+                    rows.append(j)
+                    obs_centers.append(c)
+                if mp.ref_kf_id not in mp.observations:
+                    mp.ref_kf_id = next(iter(mp.observations))
+                ref_centers.append(centers[mp.ref_kf_id])
+                ref_levels.append(
+                    int(self.keyframes[mp.ref_kf_id].frame.octave[mp.observations[mp.ref_kf_id]])
+                )
+            if not live:
                 return
-            normals = []
-            for kid in mp.observations:
-                v = mp.xyz_world - self.keyframes[kid].center_world
-                n = np.linalg.norm(v)
-                if n > 0:
-                    normals.append(v / n)
-            if normals:
-                m = np.mean(normals, axis=0)
-                mp.normal = m / max(np.linalg.norm(m), 1e-12)
-            ref = self.keyframes.get(mp.ref_kf_id)
-            if ref is None or ref.bad or mp.ref_kf_id not in mp.observations:
-                mp.ref_kf_id = next(iter(mp.observations))
-                ref = self.keyframes[mp.ref_kf_id]
-            dist = float(np.linalg.norm(mp.xyz_world - ref.center_world))
-            level = int(ref.frame.octave[mp.observations[mp.ref_kf_id]])
-            mp.max_dist = dist * self.scale_factor**level
-            mp.min_dist = mp.max_dist / self.scale_factor ** (self.n_levels - 1)
+            ids = np.array(live, np.int64)
+            xyz = self.store.xyz[ids]
+            r = np.array(rows, np.int64)
+            v = xyz[r] - np.array(obs_centers)
+            v /= np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+            acc = np.zeros((len(ids), 3))
+            np.add.at(acc, r, v)
+            acc /= np.maximum(np.linalg.norm(acc, axis=1, keepdims=True), 1e-12)
+            self.store.normal[ids] = acc
+            dist = np.linalg.norm(xyz - np.array(ref_centers), axis=1)
+            dmax = dist * self.scale_factor ** np.array(ref_levels, np.float64)
+            self.store.max_dist[ids] = dmax
+            self.store.min_dist[ids] = dmax / self.scale_factor ** (self.n_levels - 1)
 
     def update_descriptor(self, pid: int) -> None:
         """Pick the observed descriptor with the least median distance to the others."""
@@ -179,15 +207,17 @@ class Map:
             mp = self.points[pid]
             descs = [self.keyframes[k].frame.descriptors[i] for k, i in mp.observations.items()
                      if k in self.keyframes and not self.keyframes[k].bad]
-            if len(descs) < 2:
-                if descs:
-                    mp.descriptor = descs[0].copy()
+            if not descs:
                 return
-            d = np.array(descs)
-            n = len(d)
-            ii, jj = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
-            dist = hamming_rows(d[ii.ravel()], d[jj.ravel()]).reshape(n, n)
-            mp.descriptor = d[int(np.argmin(np.median(dist, axis=1)))].copy()
+            self.store.desc[pid] = descs[0] if len(descs) == 1 else distinctive_descriptor(
+                np.array(descs))
+
+    def update_descriptors(self, pids: Iterable[int]) -> None:
+        """:meth:`update_descriptor` for several points."""
+        with self.lock:
+            for pid in pids:
+                if pid in self.points:
+                    self.update_descriptor(pid)
 
     def erase_observation(self, pid: int, kf_id: int) -> None:
         """Remove one observation; a point left with fewer than 2 is erased."""
@@ -211,6 +241,7 @@ class Map:
             if mp is None:
                 return
             mp.bad = True
+            self.store.alive[pid] = False
             for kid, idx in mp.observations.items():
                 kf = self.keyframes.get(kid)
                 if kf is not None and kf.frame.point_ids[idx] == pid:
@@ -238,6 +269,7 @@ class Map:
             mp_new.n_found += mp_old.n_found
             mp_old.observations.clear()
             mp_old.bad = True
+            self.store.alive[old] = False
             mp_old.replaced_by = new
             del self.points[old]
             self.update_descriptor(new)

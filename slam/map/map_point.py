@@ -3,32 +3,92 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
 
+from slam.map.point_store import PointStore
 
-@dataclass
+
 class MapPoint:
     """A landmark. ``xyz_world`` (3,) metres; ``descriptor`` (32,) uint8;
     ``observations`` maps keyframe id -> keypoint index in that keyframe;
     ``normal`` (3,) mean viewing direction (unit); ``min_dist``/``max_dist`` the
-    scale-invariance range (metres) of distances from which it can be matched."""
+    scale-invariance range (metres) of distances from which it can be matched.
+    The numeric fields live in the map's :class:`PointStore`."""
 
-    id: int
-    xyz_world: NDArray[np.float64]
-    descriptor: NDArray[np.uint8]
-    ref_kf_id: int
-    first_kf_id: int
-    observations: dict[int, int] = field(default_factory=dict)
-    normal: NDArray[np.float64] = field(default_factory=lambda: np.zeros(3))
-    min_dist: float = 0.0
-    max_dist: float = 0.0
-    n_visible: int = 1
-    n_found: int = 1
-    bad: bool = False
-    replaced_by: int = -1
+    __slots__ = ("_s", "bad", "first_kf_id", "id", "observations", "ref_kf_id", "replaced_by")
+
+    def __init__(
+        self, store: PointStore, pid: int, xyz_world: NDArray[np.float64],
+        descriptor: NDArray[np.uint8], ref_kf_id: int, first_kf_id: int,
+    ) -> None:
+        self._s = store
+        self.id = pid
+        store.reserve(pid)
+        store.xyz[pid] = xyz_world
+        store.desc[pid] = descriptor
+        self.ref_kf_id = ref_kf_id
+        self.first_kf_id = first_kf_id
+        self.observations: dict[int, int] = {}
+        self.bad = False
+        self.replaced_by = -1
+
+    @property
+    def xyz_world(self) -> NDArray[np.float64]:
+        return self._s.xyz[self.id].copy()
+
+    @xyz_world.setter
+    def xyz_world(self, value: NDArray[np.float64]) -> None:
+        self._s.xyz[self.id] = value
+
+    @property
+    def descriptor(self) -> NDArray[np.uint8]:
+        return self._s.desc[self.id].copy()
+
+    @descriptor.setter
+    def descriptor(self, value: NDArray[np.uint8]) -> None:
+        self._s.desc[self.id] = value
+
+    @property
+    def normal(self) -> NDArray[np.float64]:
+        return self._s.normal[self.id].copy()
+
+    @normal.setter
+    def normal(self, value: NDArray[np.float64]) -> None:
+        self._s.normal[self.id] = value
+
+    @property
+    def min_dist(self) -> float:
+        return float(self._s.min_dist[self.id])
+
+    @min_dist.setter
+    def min_dist(self, value: float) -> None:
+        self._s.min_dist[self.id] = value
+
+    @property
+    def max_dist(self) -> float:
+        return float(self._s.max_dist[self.id])
+
+    @max_dist.setter
+    def max_dist(self, value: float) -> None:
+        self._s.max_dist[self.id] = value
+
+    @property
+    def n_visible(self) -> int:
+        return int(self._s.n_visible[self.id])
+
+    @n_visible.setter
+    def n_visible(self, value: int) -> None:
+        self._s.n_visible[self.id] = value
+
+    @property
+    def n_found(self) -> int:
+        return int(self._s.n_found[self.id])
+
+    @n_found.setter
+    def n_found(self, value: int) -> None:
+        self._s.n_found[self.id] = value
 
     @property
     def found_ratio(self) -> float:

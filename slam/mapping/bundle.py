@@ -115,8 +115,7 @@ def _write_back(
             kf = slam_map.keyframes.get(k)
             if kf is not None and not kf.bad and not fixed[i]:
                 kf.T_cam_world = T[i].copy()
-        for j, p in enumerate(lp.pids):
-            mp = slam_map.points.get(p)
-            if mp is not None and not mp.bad:
-                mp.xyz_world = xyz[j].copy()
-                slam_map.update_normal_and_depth(p)
+        ids = np.asarray(lp.pids, np.int64)
+        alive = slam_map.store.alive[ids]
+        slam_map.store.xyz[ids[alive]] = xyz[alive]
+        slam_map.update_normals_and_depths(ids[alive].tolist())

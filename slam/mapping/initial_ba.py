@@ -35,5 +35,4 @@ def initial_bundle_adjustment(
             kf.frame.T_cam_world = kf.T_cam_world.copy()
         for mp in slam_map.points.values():
             mp.xyz_world = mp.xyz_world * s
-        for pid in list(slam_map.points):
-            slam_map.update_normal_and_depth(pid)
+        slam_map.update_normals_and_depths(list(slam_map.points))

@@ -138,13 +138,14 @@ class LocalMapper:
             if kf is None or kf.bad:
                 return
             pids = [int(p) for p in kf.point_ids[kf.point_ids >= 0] if int(p) in self.map.points]
+            old = []
             for p in pids:
-                mp = self.map.points[p]
-                if mp.first_kf_id == kf_id:
+                if self.map.points[p].first_kf_id == kf_id:
                     self._recent.append(p)
                 else:
-                    self.map.update_normal_and_depth(p)
-                    self.map.update_descriptor(p)
+                    old.append(p)
+            self.map.update_normals_and_depths(old)
+            self.map.update_descriptors(old)
             self.map.update_connections(kf_id)
 
     def _create_points(self, kf_id: int) -> None:
@@ -180,8 +181,7 @@ class LocalMapper:
         with self.map.lock:
             if kf.bad:
                 return
-            for p in kf.point_ids[kf.point_ids >= 0]:
-                if int(p) in self.map.points:
-                    self.map.update_descriptor(int(p))
-                    self.map.update_normal_and_depth(int(p))
+            pids = kf.point_ids[kf.point_ids >= 0].tolist()
+            self.map.update_descriptors(pids)
+            self.map.update_normals_and_depths(pids)
             self.map.update_connections(kf_id)

@@ -78,6 +78,6 @@ def triangulate_with(
                 continue
             mp = slam_map.add_point(p, kf1, int(a))
             slam_map.add_observation(mp.id, kf2.id, int(b))
-            slam_map.update_normal_and_depth(mp.id)
             made.append(mp.id)
+        slam_map.update_normals_and_depths(made)
     return made

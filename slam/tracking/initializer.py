@@ -33,7 +33,7 @@ def add_depth_points(
     xyz_cam = _unproject(f, cand, K)
     T_world_cam = kf.T_world_cam
     xyz_world = xyz_cam @ T_world_cam[:3, :3].T + T_world_cam[:3, 3]
-    made = 0
+    new_ids: list[int] = []
     counted = 0
     with slam_map.lock:
         for j, i in enumerate(cand):
@@ -44,9 +44,9 @@ def add_depth_points(
             if pid >= 0 and slam_map.get_point(pid) is not None:
                 continue
             f.point_ids[i] = -1
-            slam_map.add_point(xyz_world[j], kf, int(i))
-            made += 1
-    return made
+            new_ids.append(slam_map.add_point(xyz_world[j], kf, int(i)).id)
+        slam_map.update_normals_and_depths(new_ids)
+    return len(new_ids)
 
 
 def _unproject(f: Frame, idx: NDArray[np.int64], K: NDArray[np.float64]) -> NDArray[np.float64]:

@@ -136,10 +136,12 @@ class Tracker:
         with self.map.lock:
             self.map.add_keyframe(kf1)
             self.map.add_keyframe(kf2)
+            made = []
             for a, b, xyz in zip(i_ref, i_cur, xyz_cam1):
                 mp = self.map.add_point(xyz, kf1, int(a))
                 self.map.add_observation(mp.id, kf2.id, int(b))
-                self.map.update_normal_and_depth(mp.id)
+                made.append(mp.id)
+            self.map.update_normals_and_depths(made)
             self.map.update_connections(kf1.id)
             self.map.update_connections(kf2.id)
         self.mapping.on_monocular_init([kf1.id, kf2.id])
@@ -178,12 +180,12 @@ class Tracker:
         idx = np.flatnonzero(frame.point_ids >= 0)
         if len(idx) < 3:
             return 0
-        with self.map.lock:
-            xyz = np.array([self.map.points[int(p)].xyz_world if int(p) in self.map.points
-                            else (np.nan, np.nan, np.nan) for p in frame.point_ids[idx]])
-        valid = np.isfinite(xyz[:, 0])
+        pts = self.map.point_arrays(frame.point_ids[idx])
+        valid = np.isin(frame.point_ids[idx], pts.ids)
         frame.point_ids[idx[~valid]] = -1
-        idx, xyz = idx[valid], xyz[valid]
+        idx = idx[valid]
+        pos = {p: i for i, p in enumerate(pts.ids.tolist())}
+        xyz = pts.xyz_world[[pos[p] for p in frame.point_ids[idx].tolist()]]
         if len(idx) < 3:
             return 0
         assert frame.T_cam_world is not None
@@ -305,9 +307,9 @@ class Tracker:
 
     def _track_local_map(self, frame: Frame) -> bool:
         local = self._update_local_keyframes(frame)
-        pids = self.map.points_of(local)
-        matched = set(int(p) for p in frame.point_ids[frame.point_ids >= 0])
-        pids = [p for p in pids if p not in matched]
+        matched = frame.point_ids[frame.point_ids >= 0]
+        self.map.count_visible(matched)
+        pids = np.setdiff1d(self.map.point_ids_of(local), matched, assume_unique=False)
         pts = self.map.point_arrays(pids)
         if len(pts):
             assert frame.T_cam_world is not None
@@ -323,17 +325,9 @@ class Tracker:
                                       th_high=self.tcfg.hamming_threshold_high,
                                       ratio=self.tcfg.match_ratio)
             frame.point_ids[kp] = pts.ids[sel]
-            with self.map.lock:
-                for p in pts.ids[proj.keep].tolist():
-                    mp = self.map.points.get(p)
-                    if mp is not None:
-                        mp.n_visible += 1
+            self.map.count_visible(pts.ids[proj.keep])
         n = self._optimize(frame)
-        with self.map.lock:
-            for p in frame.point_ids[frame.point_ids >= 0]:
-                mp = self.map.points.get(int(p))
-                if mp is not None:
-                    mp.n_found += 1
+        self.map.count_found(frame.point_ids[frame.point_ids >= 0])
         self.n_inliers = n
         return n >= self.tcfg.min_tracked_points
 
