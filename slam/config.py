@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from slam.errors import ConfigError
 
@@ -33,6 +33,13 @@ class FeatureConfig(_Section):
     n_features_init: int = Field(
         0, ge=0, le=20000, description="monocular initialisation; 0 = twice n_features"
     )
+
+    @field_validator("n_features", "n_features_init")
+    @classmethod
+    def _auto_or_enough(cls, v: int) -> int:
+        if v != 0 and v < 100:
+            raise ValueError("must be 0 (automatic) or at least 100")
+        return v
 
     def features_for(self, width: int, height: int) -> tuple[int, int]:
         """(features per frame, features for monocular initialisation) for an image size."""

@@ -49,7 +49,7 @@ class SlamSystem:
             link = MappingLink(
                 submit=self.mapper.submit, is_idle=self.mapper.is_idle,
                 queue_depth=self.mapper.queue_depth, interrupt=self.mapper.interrupt,
-                wait_idle=self.mapper.flush,
+                wait_idle=self.mapper.flush, wait_new_points=self.mapper.wait_new_points,
                 on_monocular_init=self._on_monocular_init,
             )
         self.tracker = Tracker(cfg, calib, sensor, self.map, link)

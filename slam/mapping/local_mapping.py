@@ -47,6 +47,8 @@ class LocalMapper:
         self.queue: queue.Queue[int] = queue.Queue(maxsize=self.cfg.queue_size)
         self.abort_flag = np.zeros(1, np.int32)
         self._busy = threading.Event()
+        self._points_ready = threading.Event()
+        self._points_ready.set()
         self._recent: list[int] = []
         self.threaded = threaded
         self.ba_ms: list[float] = []
@@ -66,6 +68,7 @@ class LocalMapper:
             return
         self.abort_flag[0] = 1
         self._busy.set()
+        self._points_ready.clear()
         self.queue.put(kf_id)
 
     def is_idle(self) -> bool:
@@ -73,6 +76,11 @@ class LocalMapper:
 
     def queue_depth(self) -> int:
         return self.queue.qsize()
+
+    def wait_new_points(self, timeout: float = 60.0) -> None:
+        """Wait until the last submitted keyframe's new points are in the map."""
+        self._points_ready.wait(timeout)
+        self._raise_if_failed()
 
     def interrupt(self) -> None:
         self.abort_flag[0] = 1
@@ -107,6 +115,7 @@ class LocalMapper:
             except BaseException as exc:  # surfaced to the tracking thread
                 log.exception("local mapping failed on keyframe %d", kf_id)
                 self._error = exc
+                self._points_ready.set()
                 return
             finally:
                 if self.queue.empty():
@@ -119,9 +128,13 @@ class LocalMapper:
         min_obs = 3 if self.sensor == "mono" else 2
         self._recent = cull_recent_points(self.map, self._recent, kf_id, min_obs,
                                           self.cfg.cull_found_ratio)
-        self._create_points(kf_id)
-        if self.queue.empty():
-            self._fuse(kf_id)
+        try:
+            self._create_points(kf_id)
+            if self.queue.empty():
+                self._fuse(kf_id)
+        finally:
+            if self.queue.empty():
+                self._points_ready.set()
         if self.queue.empty() and self.map.n_keyframes() > 2:
             lp = build_local_problem(self.map, kf_id, self.K, self.bf, self.cfg.local_ba_keyframes)
             if lp is not None:

@@ -43,6 +43,7 @@ class MappingLink:
     queue_depth: Callable[[], int] = lambda: 0
     interrupt: Callable[[], None] = lambda: None
     wait_idle: Callable[[], None] = lambda: None
+    wait_new_points: Callable[[], None] = lambda: None
     on_monocular_init: Callable[[list[int]], None] = lambda kf_ids: None
 
 
@@ -164,6 +165,10 @@ class Tracker:
 
     # ---------------------------------------------------------------- tracking
     def _track_frame(self, frame: Frame) -> bool:
+        if self.sensor == "mono" and self.tcfg.wait_for_mapping:
+            # A monocular map grows only by triangulation: let the last keyframe's
+            # new points arrive before matching (stereo/RGB-D points come from depth).
+            self.mapping.wait_new_points()
         ok = False
         if self.state == TrackState.TRACKING and self.velocity is not None:
             ok = self._track_motion_model(frame)
