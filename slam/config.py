@@ -88,6 +88,9 @@ class MappingConfig(_Section):
     cull_found_ratio: float = Field(0.25, ge=0.0, le=1.0)
     cull_redundant_ratio: float = Field(0.9, ge=0.0, le=1.0)
     enabled: bool = True
+    final_global_ba_iterations: int = Field(
+        20, ge=0, description="bundle adjustment of the whole map when a replay ends (0: off)"
+    )
 
 
 class SystemConfig(_Section):

@@ -17,6 +17,7 @@ from slam.geometry.lie import se3_inv
 from slam.io.sources.base import BoundedReader, FrameSource
 from slam.io.types import SensorFrame, Trajectory
 from slam.map.map import Map
+from slam.mapping.bundle import global_bundle_adjustment
 from slam.mapping.initial_ba import initial_bundle_adjustment
 from slam.mapping.local_mapping import LocalMapper
 from slam.tracking.state import TrackResult, TrackState
@@ -75,8 +76,8 @@ class SlamSystem:
             kf = self.map.keyframes[kf_id]
             T_rel = np.eye(4)
             hops = 0
-            while kf.bad and kf.T_parent_cam is not None and hops < 1000:
-                T_rel = T_rel @ kf.T_parent_cam
+            while kf.bad and kf.T_cam_parent is not None and hops < 1000:
+                T_rel = T_rel @ kf.T_cam_parent
                 kf = self.map.keyframes[kf.parent_id]
                 hops += 1
             return T_rel @ kf.T_cam_world
@@ -96,6 +97,10 @@ class SlamSystem:
         if self.mapper is not None:
             self.mapper.flush()
             self.mapper.stop()
+            n_iter = self.cfg.mapping.final_global_ba_iterations
+            if n_iter > 0 and self.map.n_keyframes() > 2:
+                global_bundle_adjustment(self.map, self.calib.camera.K,
+                                         float(self.calib.stereo_bf or 0.0), n_iter)
         self.tracker.close()
 
 

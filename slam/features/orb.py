@@ -68,7 +68,7 @@ class OrbExtractor:
         if image is None or image.dtype != np.uint8 or image.ndim != 2:
             raise ImageError("ORB needs a grey uint8 image (H, W)")
         kps = self._orb.detect(image, None)
-        if len(kps) < self.n_features // 2:
+        if len(kps) < self.n_features:
             kps = self._orb_low.detect(image, None)
         kps = self._spread(kps, image.shape[1], image.shape[0])
         kps, desc = self._orb.compute(image, kps)
@@ -107,13 +107,12 @@ class OrbExtractor:
             if count >= self.n_features or cap > 64:
                 break
             cap += 1
-        keep_sorted = rank < max(cap - 1, 1)
-        chosen[order[keep_sorted]] = True
-        rest = np.flatnonzero(~chosen)
+        # Every cell keeps its best cap - 1; the strongest of the rank-(cap - 1)
+        # keypoints fill up to n_features.
+        chosen[order[rank < cap - 1]] = True
         missing = self.n_features - int(chosen.sum())
-        if missing > 0 and len(rest):
-            # Fill with the next rank, strongest first.
-            next_rank = order[rank == max(cap - 1, 1)]
+        if missing > 0:
+            next_rank = order[rank == cap - 1]
             next_rank = next_rank[np.argsort(-resp[next_rank])][:missing]
             chosen[next_rank] = True
         return [kps[int(i)] for i in np.flatnonzero(chosen)]

@@ -82,7 +82,8 @@ def _stereo_match(
         delta = 0.0 if den == 0 else (c1 - c3) / den
         if delta < -1.0 or delta > 1.0:
             continue
-        ur = ur0 + (kbest - search) + delta
+        # The windows are centred on the rounded left column: shift back by its rounding.
+        ur = ur0 + (kbest - search) + delta + (ul - u0)
         disp = ul - ur
         if disp < min_disp or disp > max_disp:
             continue

@@ -28,7 +28,7 @@ class KeyFrame:
     parent_id: int = -1
     children: set[int] = field(default_factory=set)
     bad: bool = False
-    T_parent_cam: NDArray[np.float64] | None = None
+    T_cam_parent: NDArray[np.float64] | None = None
 
     @property
     def timestamp(self) -> float:

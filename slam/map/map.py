@@ -220,7 +220,12 @@ class Map:
                     self.update_descriptor(pid)
 
     def erase_observation(self, pid: int, kf_id: int) -> None:
-        """Remove one observation; a point left with fewer than 2 is erased."""
+        """Remove one observation; a point left with none is erased.
+
+        Unlike ORB-SLAM (which erases at fewer than two, counting a stereo
+        observation twice) a point seen by one stereo/RGB-D keyframe survives here;
+        local mapping's culling removes weak points.
+        """
         with self.lock:
             mp = self.points.get(pid)
             kf = self.keyframes.get(kf_id)
@@ -322,11 +327,11 @@ class Map:
                 self.erase_observation(int(p), kf_id)
             self._reparent_children(kf)
             kf.bad = True
-            kf.T_parent_cam = None
+            kf.T_cam_parent = None
             parent = self.keyframes.get(kf.parent_id)
             if parent is not None:
                 parent.children.discard(kf_id)
-                kf.T_parent_cam = kf.T_cam_world @ parent.T_world_cam
+                kf.T_cam_parent = kf.T_cam_world @ parent.T_world_cam
             self.version += 1
 
     def _reparent_children(self, kf: KeyFrame) -> None:

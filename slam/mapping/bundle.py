@@ -37,6 +37,21 @@ def build_local_problem(
             return None
         local = [kf_id] + [k for k in kf.best_covisible(max_local - 1)
                            if not slam_map.keyframes[k].bad]
+        return build_problem(slam_map, local, K, bf, max_fixed)
+
+
+def build_global_problem(slam_map: Map, K: NDArray[np.float64], bf: float) -> LocalProblem | None:
+    """Every keyframe and every point (the origin keyframe fixed)."""
+    with slam_map.lock:
+        return build_problem(slam_map, [kf.id for kf in slam_map.good_keyframes()], K, bf, 0)
+
+
+def build_problem(
+    slam_map: Map, local: list[int], K: NDArray[np.float64], bf: float, max_fixed: int
+) -> LocalProblem | None:
+    """Optimise keyframes ``local`` and their points; up to ``max_fixed`` other
+    keyframes that see those points (most shared first) are held fixed."""
+    with slam_map.lock:
         pids = slam_map.points_of(local)
         local_set = set(local)
         fixed_count: dict[int, int] = {}
@@ -101,6 +116,16 @@ def run_local_ba(
     log.debug("local BA: %d kf, %d points, cost %.1f -> %.1f", len(lp.kf_ids), len(lp.pids),
               res.initial_cost, res.final_cost)
     return True
+
+
+def global_bundle_adjustment(
+    slam_map: Map, K: NDArray[np.float64], bf: float, iterations: int
+) -> bool:
+    """Bundle adjustment of the whole map (origin fixed); False when there is nothing to do."""
+    lp = build_global_problem(slam_map, K, bf)
+    if lp is None:
+        return False
+    return run_local_ba(slam_map, lp, np.zeros(1, np.int32), iterations)
 
 
 def _write_back(

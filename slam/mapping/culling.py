@@ -44,6 +44,7 @@ def cull_keyframes(
                 continue
             idx = np.flatnonzero(nkf.point_ids >= 0)
             if max_close_depth is not None:
+                # Stereo/RGB-D: far points do not count (points without depth do).
                 d = nkf.frame.depth_m[idx]
                 idx = idx[(d < 0) | (d <= max_close_depth)]
             n_points = 0

@@ -59,7 +59,7 @@ def triangulate_with(
     s1 = scale_factors[f1.octave[i1]]
     s2 = scale_factors[f2.octave[i2]]
     xyz, valid = triangulate_points(T1, T2, K, f1.uv[i1], f2.uv[i2], sigma1=s1, sigma2=s2,
-                                    min_parallax_deg=0.5 if not mono else 1.0)
+                                    min_parallax_deg=0.5 if not mono else 0.6)
     # Scale consistency: distance ratio must agree with the octave ratio.
     c1 = -T1[:3, :3].T @ T1[:3, 3]
     c2 = -T2[:3, :3].T @ T2[:3, 3]

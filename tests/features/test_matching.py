@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import cv2
 import numpy as np
 import pytest
@@ -9,6 +11,7 @@ import pytest
 from slam.features.matching import (
     KeypointGrid,
     as_words,
+    distinctive_descriptor,
     hamming_rows,
     match_epipolar,
     match_ratio,
@@ -54,6 +57,20 @@ def test_as_words_is_a_view_of_the_bits() -> None:
     w = as_words(d)
     assert w.shape == (7, 4) and w.dtype == np.uint64
     np.testing.assert_array_equal(w.view(np.uint8).reshape(7, 32), d)
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 8])
+def test_distinctive_descriptor_is_the_lower_median_medoid(n: int) -> None:
+    rng = np.random.default_rng(20 + n)
+    base = random_descriptors(rng, 1)
+    desc = flip_bits(np.repeat(base, n, axis=0), 1, rng)
+    desc = np.vstack([flip_bits(desc[i:i + 1], 3 * i, rng) for i in range(n)])
+    dist = np.array([[_popcount_rows(desc[[i]], desc[[j]])[0] for j in range(n)]
+                     for i in range(n)])
+    medians = np.sort(dist, axis=1)[:, (n - 1) // 2]
+    got = distinctive_descriptor(desc)
+    assert got.shape == (32,)
+    np.testing.assert_array_equal(got, desc[int(np.argmin(medians))])
 
 
 # --- grid --------------------------------------------------------------------------------
@@ -238,7 +255,8 @@ class _TwoView:
         self.n = n
 
     def match(self, **kw):  # type: ignore[no-untyped-def]
-        args = {"desc1": self.desc1, "desc2": self.desc2, "uv1": self.uv1, "uv2": self.uv2,
+        args: dict[str, Any] = {
+                "desc1": self.desc1, "desc2": self.desc2, "uv1": self.uv1, "uv2": self.uv2,
                 "octave1": self.oct, "octave2": self.oct, "F21": self.F21,
                 "free1": np.ones(self.n, bool), "free2": np.ones(len(self.uv2), bool),
                 "level_sigma2": LEVEL_SIGMA2}

@@ -6,12 +6,11 @@ import cv2
 import numpy as np
 import pytest
 
-from slam.config import FeatureConfig
 from slam.errors import ImageError
 from slam.features.orb import OrbExtractor
-from tests.map.factories import synthetic_sensor_frame
+from tests.map.factories import feature_config, synthetic_sensor_frame
 
-CELL = FeatureConfig().grid_cell_px
+CELL = feature_config().grid_cell_px
 
 
 def _cells(uv: np.ndarray, width: int) -> np.ndarray:
@@ -32,7 +31,7 @@ def image_small() -> np.ndarray:
 
 
 def test_keeps_n_features_spread_over_the_grid(image_small: np.ndarray) -> None:
-    ex = OrbExtractor(FeatureConfig(), 1000)
+    ex = OrbExtractor(feature_config(), 1000)
     kp = ex.extract(image_small)
     assert 950 <= len(kp) <= 1000
     cells = _cells(kp.uv_raw, image_small.shape[1])
@@ -46,26 +45,25 @@ def test_keeps_n_features_spread_over_the_grid(image_small: np.ndarray) -> None:
     assert len(occupied) >= len(set(_cells(uv_plain, 320).tolist()))
 
 
-@pytest.mark.xfail(strict=True, reason="bug: spreading only picks among cv2's top-2n Harris "
-                   "candidates, so at 640x480 ~40 % of cells with FAST corners stay empty")
 def test_spread_covers_cells_with_corners_at_vga() -> None:
     image = synthetic_sensor_frame("rgbd", 3, 640, 480).image
-    kp = OrbExtractor(FeatureConfig(), 1000).extract(image)
+    kp = OrbExtractor(feature_config(), 1000).extract(image)
     occupied = set(_cells(kp.uv_raw, 640).tolist())
     assert len(occupied) >= 0.8 * len(_fast_cells(image))
 
 
 def test_arrays_and_descriptors_match_opencv(image_small: np.ndarray) -> None:
-    ex = OrbExtractor(FeatureConfig(), 500)
+    ex = OrbExtractor(feature_config(), 500)
     kp = ex.extract(image_small)
     n = len(kp)
     assert kp.uv_raw.shape == (n, 2) and kp.uv_raw.dtype == np.float64
     assert kp.octave.dtype == np.int32 and kp.descriptors.shape == (n, 32)
     assert kp.descriptors.dtype == np.uint8 and kp.descriptors.flags.c_contiguous
-    assert kp.octave.min() >= 0 and kp.octave.max() < FeatureConfig().n_levels
+    assert kp.octave.min() >= 0 and kp.octave.max() < feature_config().n_levels
     assert np.all((kp.uv_raw >= 0) & (kp.uv_raw < [320, 240]))
     # Recomputing the descriptors with OpenCV on the same keypoints gives the same bits.
-    cv_kps = [cv2.KeyPoint(float(u), float(v), 31.0 * ex.scale_factors[o], float(a), float(r), int(o))
+    cv_kps = [cv2.KeyPoint(float(u), float(v), 31.0 * ex.scale_factors[o], float(a), float(r),
+                           int(o))
               for (u, v), o, a, r in zip(kp.uv_raw, kp.octave, kp.angle, kp.response)]
     ref_kps, ref_desc = ex._orb.compute(image_small, cv_kps)
     assert len(ref_kps) == n
@@ -73,7 +71,7 @@ def test_arrays_and_descriptors_match_opencv(image_small: np.ndarray) -> None:
 
 
 def test_scale_factors_and_sigma() -> None:
-    cfg = FeatureConfig(scale_factor=1.25, n_levels=5)
+    cfg = feature_config(scale_factor=1.25, n_levels=5)
     ex = OrbExtractor(cfg, 100)
     np.testing.assert_allclose(ex.scale_factors, 1.25 ** np.arange(5))
     np.testing.assert_allclose(ex.inv_level_sigma2, 1.25 ** (-2.0 * np.arange(5)))
@@ -84,12 +82,12 @@ def test_low_contrast_falls_back_to_low_fast_threshold(image_small: np.ndarray) 
     high = cv2.ORB.create(nfeatures=2000, edgeThreshold=19, fastThreshold=20)
     n_high = len(high.detect(faint, None))
     assert n_high < 500  # the premise: the normal threshold starves on this image
-    kp = OrbExtractor(FeatureConfig(), 1000).extract(faint)
+    kp = OrbExtractor(feature_config(), 1000).extract(faint)
     assert len(kp) > max(2 * n_high, 500)
 
 
 def test_blank_image_gives_empty_keypoints() -> None:
-    kp = OrbExtractor(FeatureConfig(), 100).extract(np.full((60, 80), 7, np.uint8))
+    kp = OrbExtractor(feature_config(), 100).extract(np.full((60, 80), 7, np.uint8))
     assert len(kp) == 0
     assert kp.uv_raw.shape == (0, 2) and kp.descriptors.shape == (0, 32)
 
@@ -97,7 +95,7 @@ def test_blank_image_gives_empty_keypoints() -> None:
 @pytest.mark.parametrize("bad", [np.zeros((40, 40, 3), np.uint8), np.zeros((40, 40), np.float32)])
 def test_rejects_non_grey_images(bad: np.ndarray) -> None:
     with pytest.raises(ImageError):
-        OrbExtractor(FeatureConfig(), 100).extract(bad)
+        OrbExtractor(feature_config(), 100).extract(bad)
 
 
 def _grid_keypoints(per_cell: int, n_cells_x: int, n_cells_y: int) -> list[cv2.KeyPoint]:
@@ -112,7 +110,7 @@ def _grid_keypoints(per_cell: int, n_cells_x: int, n_cells_y: int) -> list[cv2.K
 
 
 def test_spread_keeps_strongest_per_cell() -> None:
-    ex = OrbExtractor(FeatureConfig(), 30)
+    ex = OrbExtractor(feature_config(), 30)
     kps = _grid_keypoints(per_cell=8, n_cells_x=5, n_cells_y=2)  # 10 cells x 8
     kept = ex._spread(kps, 5 * CELL, 2 * CELL)
     assert len(kept) == 30
@@ -124,7 +122,7 @@ def test_spread_keeps_strongest_per_cell() -> None:
 
 
 def test_spread_fills_remaining_budget_by_response() -> None:
-    ex = OrbExtractor(FeatureConfig(), 25)
+    ex = OrbExtractor(feature_config(), 25)
     kps = _grid_keypoints(per_cell=8, n_cells_x=5, n_cells_y=2)
     kept = ex._spread(kps, 5 * CELL, 2 * CELL)
     assert len(kept) == 25
@@ -136,15 +134,13 @@ def test_spread_fills_remaining_budget_by_response() -> None:
 
 
 def test_spread_passes_small_sets_through() -> None:
-    ex = OrbExtractor(FeatureConfig(), 100)
+    ex = OrbExtractor(feature_config(), 100)
     kps = _grid_keypoints(per_cell=3, n_cells_x=2, n_cells_y=2)
     assert len(ex._spread(kps, 2 * CELL, 2 * CELL)) == 12
 
 
-@pytest.mark.xfail(strict=True, reason="bug: with more occupied cells than n_features the "
-                   "per-cell cap stays 1 and every cell keeps one keypoint (> n_features)")
 def test_spread_never_exceeds_budget_with_many_cells() -> None:
-    ex = OrbExtractor(FeatureConfig(), 10)
+    ex = OrbExtractor(feature_config(), 10)
     kps = _grid_keypoints(per_cell=2, n_cells_x=5, n_cells_y=3)  # 15 cells
     kept = ex._spread(kps, 5 * CELL, 3 * CELL)
     assert len(kept) == 10

@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from slam.config import FeatureConfig
 from slam.features.orb import Keypoints, OrbExtractor
 from slam.features.stereo import depth_from_image, stereo_u_right
-from tests.map.factories import synthetic_sensor_frame, synthetic_source
+from tests.map.factories import feature_config, synthetic_calibration, synthetic_sensor_frame
 
 
 # --- RGB-D -------------------------------------------------------------------------------
@@ -40,12 +39,12 @@ class _Pair:
         st = synthetic_sensor_frame("stereo", index)
         depth = synthetic_sensor_frame("rgbd", index).depth_m
         assert st.right is not None and depth is not None
-        calib = synthetic_source("stereo").calibration
+        calib = synthetic_calibration("stereo")
         assert calib.stereo_bf is not None
         self.left, self.right, self.depth = st.image, st.right, depth
         self.bf = calib.stereo_bf
         self.fx = calib.camera.fx
-        self.ex = OrbExtractor(FeatureConfig(), 1000)
+        self.ex = OrbExtractor(feature_config(), 1000)
         self.kl = self.ex.extract(self.left)
         self.kr = self.ex.extract(self.right)
 
@@ -77,8 +76,6 @@ def test_stereo_disparity_matches_exact_depth(pair: _Pair) -> None:
     assert np.all((disp > 0) & (disp <= pair.fx))
 
 
-@pytest.mark.xfail(strict=True, reason="bug: SAD window is centred on round(uL) but the "
-                   "disparity is taken from the unrounded uL (up to 0.5 px bias)")
 def test_stereo_subpixel_is_not_biased_by_rounding(pair: _Pair) -> None:
     ur = pair.u_right()
     ok = ur >= 0
@@ -91,7 +88,8 @@ def test_stereo_subpixel_is_not_biased_by_rounding(pair: _Pair) -> None:
 def test_stereo_rows_respected(pair: _Pair) -> None:
     """Right keypoints moved 20 rows down cannot match any more."""
     kr = pair.kr
-    moved = Keypoints(kr.uv_raw + [0.0, 20.0], kr.octave, kr.angle, kr.response, kr.descriptors)
+    moved = Keypoints(kr.uv_raw + np.array([0.0, 20.0]), kr.octave, kr.angle, kr.response,
+                      kr.descriptors)
     ur = pair.u_right(kr=moved)
     # Survivors only where a feature 20 rows below has a similar look: a handful at most.
     assert np.count_nonzero(ur >= 0) < 0.05 * np.count_nonzero(pair.u_right() >= 0)

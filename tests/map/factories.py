@@ -7,6 +7,7 @@ from functools import lru_cache
 import numpy as np
 from numpy.typing import NDArray
 
+from slam.camera.pinhole import Calibration
 from slam.config import FeatureConfig
 from slam.geometry.lie import se3_inv
 from slam.io.types import SensorFrame
@@ -84,6 +85,11 @@ def project(K: Array, T_cam_world: Array, xyz_world: Array) -> tuple[Array, Arra
     return uvw[:, :2] / uvw[:, 2:], xyz_cam[:, 2]
 
 
+def feature_config(**overrides: object) -> FeatureConfig:
+    """The default feature configuration, with ``overrides``."""
+    return FeatureConfig.model_validate(overrides)
+
+
 @lru_cache(maxsize=4)
 def synthetic_source(sensor: str, width: int = W_SMALL, height: int = H_SMALL) -> SyntheticSource:
     """The 60-frame synthetic loop (6 degrees / ~10 cm per frame) for ``sensor``."""
@@ -97,6 +103,13 @@ def synthetic_sensor_frame(sensor: str, index: int, width: int = W_SMALL,
     return synthetic_source(sensor, width, height).frame(index)
 
 
+def synthetic_calibration(sensor: str) -> Calibration:
+    """Calibration of :func:`synthetic_source` for ``sensor``."""
+    calib = synthetic_source(sensor).calibration
+    assert calib is not None
+    return calib
+
+
 def gt_T_cam_world(index: int) -> Array:
     """Ground-truth camera-from-world pose (4x4) of frame ``index`` of the loop."""
     T_world_cam = synthetic_source("rgbd").ground_truth().T_world_cam[index]
@@ -105,8 +118,7 @@ def gt_T_cam_world(index: int) -> Array:
 
 def synthetic_frame(sensor: str, index: int, frame_id: int | None = None) -> Frame:
     """A fresh :class:`Frame` (features and depth, GT pose set) of loop frame ``index``."""
-    src = synthetic_source(sensor)
-    builder = FrameBuilder(src.calibration, FeatureConfig(), sensor)  # type: ignore[arg-type]
+    builder = FrameBuilder(synthetic_calibration(sensor), feature_config(), sensor)  # type: ignore[arg-type]
     try:
         frame = builder.build(synthetic_sensor_frame(sensor, index),
                               index if frame_id is None else frame_id)

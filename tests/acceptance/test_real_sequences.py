@@ -1,0 +1,49 @@
+"""Acceptance on the shared real sequences (slow; they run in CI, where missing data fails)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from slam.config import load_config
+from slam.eval.metrics import ate
+from slam.io.sources import open_source
+from slam.system import RunResult, run_offline
+
+pytestmark = pytest.mark.slow
+
+
+def _run(uri: str, sensor: str) -> tuple[RunResult, float, int]:
+    source = open_source(uri, sensor)
+    assert source.calibration is not None
+    res = run_offline(source, sensor, source.calibration, load_config(), progress=False)
+    gt = source.ground_truth()
+    assert gt is not None
+    err = ate(gt, res.trajectory, "sim3" if sensor == "mono" else "se3")
+    return res, err.rmse_m, len(source)
+
+
+def test_tum_fr1_rpy_rgbd(shared_datasets: Path) -> None:
+    res, rmse, n = _run(f"tum:{shared_datasets / 'tum' / 'rgbd_dataset_freiburg1_rpy'}", "rgbd")
+    assert res.stats["tracked_frames"] >= 0.98 * n
+    assert rmse <= 0.025
+
+
+def test_tum_fr1_rpy_monocular(shared_datasets: Path) -> None:
+    res, rmse, n = _run(f"tum:{shared_datasets / 'tum' / 'rgbd_dataset_freiburg1_rpy'}", "mono")
+    # Single runs vary with thread timing (measured 88-97 % tracked, 3.0-4.0 cm);
+    # the benchmark reports the median of several runs against the 90 % / 4 cm target.
+    assert res.stats["tracked_frames"] >= 0.80 * n
+    assert rmse <= 0.06
+
+
+def test_kitti_06_stereo(shared_datasets: Path) -> None:
+    res, rmse, n = _run(f"kitti:{shared_datasets / 'kitti' / 'sequences' / '06'}", "stereo")
+    assert res.stats["tracked_frames"] == n
+    assert rmse <= 0.4
+
+
+def test_kitti_06_monocular(shared_datasets: Path) -> None:
+    res, _, n = _run(f"kitti:{shared_datasets / 'kitti' / 'sequences' / '06'}", "mono")
+    assert res.stats["tracked_frames"] >= 0.8 * n

@@ -1,0 +1,355 @@
+"""Map invariants: observations, point erasure and fusion, covisibility, spanning tree."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from slam.geometry.lie import make_pose, se3_inv, so3_exp
+from slam.map.frame import Frame
+from slam.map.keyframe import KeyFrame
+from slam.map.map import COVISIBILITY_MIN_SHARED, Map
+from tests.map.factories import (
+    K_SMALL,
+    N_LEVELS,
+    SCALE_FACTOR,
+    make_frame,
+    make_keyframe,
+    random_descriptors,
+)
+
+N_KP = 100
+
+
+def _pose(x: float) -> np.ndarray:
+    """T_cam_world of a camera at (x, 0, 0) looking along +z (world)."""
+    return np.asarray(se3_inv(make_pose(np.eye(3), np.array([x, 0.0, 0.0]))), np.float64)
+
+
+def _map_with_keyframes(n_kf: int, seed: int = 0) -> tuple[Map, list[KeyFrame]]:
+    rng = np.random.default_rng(seed)
+    m = Map(SCALE_FACTOR, N_LEVELS)
+    kfs = []
+    for k in range(n_kf):
+        uv = rng.uniform([0, 0], [320, 240], size=(N_KP, 2))
+        octave = rng.integers(0, 3, N_KP).astype(np.int32)
+        frame = make_frame(uv, frame_id=k, octave=octave, rng=rng)
+        kfs.append(make_keyframe(m, frame, _pose(0.1 * k)))
+    return m, kfs
+
+
+def _share(m: Map, kfs: list[KeyFrame], n: int, start: int = 0) -> list[int]:
+    """``n`` new points seen by every keyframe in ``kfs`` at keypoints start..start+n."""
+    pids = []
+    rng = np.random.default_rng(start)
+    for i in range(start, start + n):
+        mp = m.add_point(rng.uniform([-1, -1, 3], [1, 1, 5]), kfs[0], i)
+        for kf in kfs[1:]:
+            m.add_observation(mp.id, kf.id, i)
+        pids.append(mp.id)
+    return pids
+
+
+def _check_consistent(m: Map) -> None:
+    """Observation dicts and keyframe point_ids agree both ways."""
+    for pid, mp in m.points.items():
+        assert not mp.bad and mp.observations
+        for kid, idx in mp.observations.items():
+            assert m.keyframes[kid].point_ids[idx] == pid
+    for kf in m.keyframes.values():
+        if kf.bad:
+            continue
+        for i in np.flatnonzero(kf.point_ids >= 0):
+            pid = int(kf.point_ids[i])
+            assert pid in m.points, (kf.id, i, pid)
+            assert m.points[pid].observations.get(kf.id) == i
+
+
+def _check_tree(m: Map) -> None:
+    """Every good non-origin keyframe hangs (through good parents) from the origin."""
+    for kf in m.good_keyframes():
+        assert kf.id not in kf.children
+        for c in kf.children:
+            assert m.keyframes[c].parent_id == kf.id
+        if kf.id == m.origin_kf_id:
+            continue
+        parent = m.keyframes[kf.parent_id]
+        assert not parent.bad and kf.id in parent.children
+        seen, k = set(), kf
+        while k.id != m.origin_kf_id:
+            assert k.id not in seen
+            seen.add(k.id)
+            k = m.keyframes[k.parent_id]
+
+
+# --- frames, keyframes, points -----------------------------------------------------------
+def test_frame_defaults_grid_and_pose() -> None:
+    f = make_frame(np.array([[1.0, 2.0], [300.0, 200.0]]), depth_m=np.array([2.0, -1.0]))
+    assert f.point_ids.tolist() == [-1, -1] and f.outlier.tolist() == [False, False]
+    assert f.has_depth().tolist() == [True, False] and len(f) == 2
+    assert f.grid is f.grid and f.grid.start[-1] == 2
+    T = make_pose(so3_exp(np.array([0.1, -0.2, 0.3])), np.array([1.0, 2.0, 3.0]))
+    f.T_cam_world = T
+    np.testing.assert_allclose(f.T_world_cam, np.linalg.inv(T), atol=1e-12)
+    np.testing.assert_allclose(f.center_world, np.linalg.inv(T)[:3, 3], atol=1e-12)
+
+
+def test_keyframe_pose_and_covisible_order() -> None:
+    T = make_pose(so3_exp(np.array([0.3, 0.1, -0.2])), np.array([0.5, -1.0, 2.0]))
+    kf = KeyFrame(id=0, frame=make_frame(np.zeros((1, 2))), T_cam_world=T)
+    np.testing.assert_allclose(kf.T_world_cam, np.linalg.inv(T), atol=1e-12)
+    np.testing.assert_allclose(kf.center_world, np.linalg.inv(T)[:3, 3], atol=1e-12)
+    kf.ordered_covisible = [4, 2, 9]
+    assert kf.best_covisible(2) == [4, 2] and kf.best_covisible(10) == [4, 2, 9]
+
+
+def test_ids_and_origin() -> None:
+    m, kfs = _map_with_keyframes(3)
+    assert [kf.id for kf in kfs] == [0, 1, 2]
+    assert m.origin_kf_id == 0 and m.n_keyframes() == 3
+
+
+def test_add_point_sets_observation_normal_and_scale_range() -> None:
+    m, kfs = _map_with_keyframes(2)
+    kf = kfs[1]
+    kf.frame.octave[7] = 2
+    xyz = np.array([0.4, 0.3, 2.0])
+    mp = m.add_point(xyz, kf, 7)
+    m.update_normal_and_depth(mp.id)
+    assert mp.observations == {kf.id: 7} and kf.point_ids[7] == mp.id
+    np.testing.assert_array_equal(mp.descriptor, kf.frame.descriptors[7])
+    ray = xyz - kf.center_world
+    dist = float(np.linalg.norm(ray))
+    np.testing.assert_allclose(mp.normal, ray / dist, atol=1e-12)
+    assert mp.max_dist == pytest.approx(dist * SCALE_FACTOR**2)
+    assert mp.min_dist == pytest.approx(mp.max_dist / SCALE_FACTOR ** (N_LEVELS - 1))
+    # A camera at the keypoint's own distance predicts the keypoint's level.
+    assert mp.predict_level(dist * 1.001, SCALE_FACTOR, N_LEVELS) == 2
+    assert mp.predict_level(mp.max_dist * 1.01, SCALE_FACTOR, N_LEVELS) == 0
+    assert mp.predict_level(1e-3, SCALE_FACTOR, N_LEVELS) == N_LEVELS - 1
+
+
+def test_normal_is_mean_viewing_direction() -> None:
+    m, kfs = _map_with_keyframes(3)
+    xyz = np.array([0.1, 0.0, 3.0])
+    mp = m.add_point(xyz, kfs[0], 0)
+    m.add_observation(mp.id, kfs[2].id, 5)
+    m.update_normal_and_depth(mp.id)
+    rays = [xyz - kfs[k].center_world for k in (0, 2)]
+    mean = sum(r / np.linalg.norm(r) for r in rays)
+    np.testing.assert_allclose(mp.normal, mean / np.linalg.norm(mean), atol=1e-12)
+
+
+def test_point_arrays_and_points_of() -> None:
+    m, kfs = _map_with_keyframes(3)
+    a = _share(m, kfs[:2], 3, start=0)
+    b = _share(m, kfs[1:], 2, start=10)
+    assert sorted(m.points_of([kfs[0].id])) == a
+    assert sorted(m.points_of([kfs[0].id, kfs[2].id])) == sorted(a + b)
+    m.erase_point(a[1])
+    arr = m.point_arrays([a[0], a[1], b[1]])
+    assert arr.ids.tolist() == [a[0], b[1]] and len(arr) == 2
+    np.testing.assert_array_equal(arr.xyz_world[1], m.points[b[1]].xyz_world)
+    np.testing.assert_array_equal(arr.descriptors[0], m.points[a[0]].descriptor)
+    assert arr.normals.shape == (2, 3) and arr.max_dist.shape == (2,)
+    assert len(m.point_arrays([])) == 0 and m.point_arrays([]).xyz_world.shape == (0, 3)
+    assert a[1] not in m.points_of([kfs[0].id])
+
+
+def test_update_descriptor_picks_the_medoid() -> None:
+    m, kfs = _map_with_keyframes(5)
+    rng = np.random.default_rng(3)
+    bits = np.unpackbits(random_descriptors(rng, 1)[0])
+    variants = []
+    flips = [range(0, 2), range(10, 20), range(20, 40), range(40, 70), range(70, 110)]
+    for k, f in enumerate(flips):
+        b = bits.copy()
+        b[list(f)] ^= 1
+        variants.append(np.packbits(b))
+        kfs[k].frame.descriptors[0] = variants[-1]
+    mp = m.add_point(np.array([0.0, 0.0, 3.0]), kfs[4], 0)
+    for kf in kfs[:4]:
+        m.add_observation(mp.id, kf.id, 0)
+    m.update_descriptor(mp.id)
+    # Sorted rows of the distance matrix: v0 [0, 12, 22, 32, 42] has the least median (22);
+    # the next is v1 [0, 12, 30, 40, 50].
+    np.testing.assert_array_equal(mp.descriptor, variants[0])
+    m.update_descriptors([mp.id, 12345])  # unknown ids are skipped
+    np.testing.assert_array_equal(mp.descriptor, variants[0])
+
+
+def test_batched_normals_equal_single_updates() -> None:
+    m, kfs = _map_with_keyframes(3)
+    pids = _share(m, kfs, 10)
+    _share(m, kfs[1:], 5, start=20)
+    m.update_normals_and_depths(list(m.points))
+    batched = m.point_arrays(list(m.points))
+    m2, kfs2 = _map_with_keyframes(3)
+    _share(m2, kfs2, 10)
+    _share(m2, kfs2[1:], 5, start=20)
+    for p in list(m2.points):
+        m2.update_normal_and_depth(p)
+    single = m2.point_arrays(list(m2.points))
+    np.testing.assert_allclose(batched.normals, single.normals, atol=1e-12)
+    np.testing.assert_allclose(batched.max_dist, single.max_dist, rtol=1e-12)
+    np.testing.assert_allclose(np.linalg.norm(batched.normals, axis=1), 1.0, rtol=1e-12)
+    mp = m.points[pids[0]]
+    ref = m.keyframes[mp.ref_kf_id]
+    level = ref.frame.octave[mp.observations[ref.id]]
+    assert mp.max_dist == pytest.approx(
+        np.linalg.norm(mp.xyz_world - ref.center_world) * SCALE_FACTOR**level)
+
+
+# --- erasure and fusion ------------------------------------------------------------------
+def test_erase_observation_keeps_dicts_consistent() -> None:
+    m, kfs = _map_with_keyframes(3)
+    pids = _share(m, kfs, 5)
+    m.erase_observation(pids[0], kfs[0].id)
+    assert kfs[0].id not in m.points[pids[0]].observations and kfs[0].point_ids[0] == -1
+    assert m.points[pids[0]].ref_kf_id != kfs[0].id
+    m.erase_observation(pids[0], kfs[0].id)  # twice: no effect
+    m.erase_observation(pids[1], kfs[2].id)
+    _check_consistent(m)
+
+
+def test_erase_last_observation_erases_point() -> None:
+    m, kfs = _map_with_keyframes(2)
+    mp = m.add_point(np.array([0.0, 0.0, 3.0]), kfs[0], 4)
+    m.erase_observation(mp.id, kfs[0].id)
+    assert mp.id not in m.points and mp.bad and m.get_point(mp.id) is None
+    assert kfs[0].point_ids[4] == -1
+    _check_consistent(m)
+
+
+def test_erase_observation_keeps_point_left_with_one_view() -> None:
+    m, kfs = _map_with_keyframes(2)
+    pid = _share(m, kfs, 1)[0]
+    m.erase_observation(pid, kfs[0].id)
+    assert pid in m.points and m.points[pid].observations == {kfs[1].id: 0}
+    assert kfs[0].point_ids[0] == -1 and kfs[1].point_ids[0] == pid
+    _check_consistent(m)
+
+
+def test_erase_point_detaches_from_every_keyframe() -> None:
+    m, kfs = _map_with_keyframes(3)
+    pids = _share(m, kfs, 4)
+    version = m.version
+    m.erase_point(pids[2])
+    assert pids[2] not in m.points and m.n_points() == 3 and m.version > version
+    assert all(kf.point_ids[2] == -1 for kf in kfs)
+    m.erase_point(pids[2])  # twice: no effect
+    _check_consistent(m)
+
+
+def test_replace_point_moves_observations() -> None:
+    m, kfs = _map_with_keyframes(4)
+    old = m.add_point(np.array([0.0, 0.0, 3.0]), kfs[0], 1)
+    m.add_observation(old.id, kfs[1].id, 2)
+    new = m.add_point(np.array([0.0, 0.01, 3.0]), kfs[1], 3)
+    m.add_observation(new.id, kfs[2].id, 4)
+    old.n_visible, old.n_found = 5, 2
+    new.n_visible, new.n_found = 4, 3
+    m.replace_point(old.id, new.id)
+    assert old.id not in m.points and old.bad and old.replaced_by == new.id
+    # kf0 moves over; kf1 saw both (at different keypoints): the old one's slot is freed.
+    assert new.observations == {kfs[1].id: 3, kfs[2].id: 4, kfs[0].id: 1}
+    assert kfs[0].point_ids[1] == new.id and kfs[1].point_ids[2] == -1
+    assert (new.n_visible, new.n_found) == (9, 5)
+    _check_consistent(m)
+    m.replace_point(new.id, new.id)
+    assert new.id in m.points
+
+
+# --- covisibility ------------------------------------------------------------------------
+def _covisibility_map() -> tuple[Map, list[KeyFrame]]:
+    """kf0-kf1 share 20 points, kf1-kf2 share 16 (+2 seen by all three), kf0-kf2 only those 2,
+    kf3 shares 5 with kf2."""
+    m, kfs = _map_with_keyframes(4)
+    _share(m, kfs[:2], 18, start=0)
+    _share(m, kfs[:3], 2, start=18)
+    _share(m, kfs[1:3], 14, start=20)
+    _share(m, kfs[2:4], 5, start=40)
+    for kf in kfs:
+        m.update_connections(kf.id)
+    return m, kfs
+
+
+def test_covisibility_weights_are_shared_counts_and_symmetric() -> None:
+    m, kfs = _covisibility_map()
+    assert kfs[0].covisible == {1: 20}
+    assert kfs[1].covisible == {0: 20, 2: 16}
+    assert kfs[2].covisible == {1: 16, 3: 5}  # kf3's fallback link is added to kf2
+    assert kfs[1].ordered_covisible == [0, 2]
+    # Above the threshold, the graph is symmetric and weights equal shared point counts.
+    for a in kfs:
+        for b, w in a.covisible.items():
+            if w >= COVISIBILITY_MIN_SHARED:
+                assert kfs[b].covisible[a.id] == w
+                shared = set(m.points_of([a.id])) & set(m.points_of([b]))
+                assert len(shared) == w
+    # kf3 shares fewer than 15 with anyone: it links to its best neighbour only.
+    assert kfs[3].covisible == {2: 5}
+
+
+def test_spanning_tree_parents_are_best_covisible() -> None:
+    m, kfs = _covisibility_map()
+    assert kfs[0].parent_id == -1
+    assert (kfs[1].parent_id, kfs[2].parent_id, kfs[3].parent_id) == (0, 1, 2)
+    assert kfs[0].children == {1} and kfs[1].children == {2} and kfs[2].children == {3}
+    _check_tree(m)
+
+
+def test_origin_keyframe_cannot_be_erased() -> None:
+    m, kfs = _covisibility_map()
+    n_points = m.n_points()
+    m.erase_keyframe(kfs[0].id)
+    assert not kfs[0].bad and m.n_points() == n_points and kfs[1].covisible[0] == 20
+
+
+def test_erase_keyframe_reparents_children_and_drops_observations() -> None:
+    m, kfs = _covisibility_map()
+    # kf3 also shares 15 points with kf1, so it may hang from kf1 once kf2 is gone.
+    _share(m, [kfs[1], kfs[3]], 15, start=60)
+    m.update_connections(kfs[3].id)
+    only_kf2 = m.add_point(np.array([0.0, 0.0, 4.0]), kfs[2], 90).id
+    m.erase_keyframe(kfs[2].id)
+    assert kfs[2].bad and m.n_keyframes() == 3
+    assert only_kf2 not in m.points
+    assert all(kfs[2].id not in kf.covisible for kf in m.good_keyframes())
+    assert kfs[3].parent_id == 1 and 3 in kfs[1].children and 2 not in kfs[1].children
+    _check_tree(m)
+    _check_consistent(m)
+    # The culled keyframe keeps its pose relative to its parent: T_cam_parent @ T_parent_world.
+    assert kfs[2].T_cam_parent is not None
+    np.testing.assert_allclose(kfs[2].T_cam_parent @ kfs[1].T_cam_world, kfs[2].T_cam_world,
+                               atol=1e-12)
+    m.erase_keyframe(kfs[2].id)  # twice: no effect
+
+
+def test_erase_chain_keeps_a_tree() -> None:
+    m, kfs = _map_with_keyframes(6, seed=4)
+    for a in range(5):  # a chain: keyframes a and a + 1 share 20 points
+        _share(m, kfs[a:a + 2], 20, start=20 * a)
+    for kf in kfs:
+        m.update_connections(kf.id)
+    _check_tree(m)
+    for k in (2, 4, 1):
+        m.erase_keyframe(k)
+        _check_tree(m)
+        _check_consistent(m)
+    assert [kf.id for kf in m.good_keyframes()] == [0, 3, 5]
+
+
+def test_n_tracked_points_counts_observations() -> None:
+    m, kfs = _map_with_keyframes(3)
+    _share(m, kfs, 4, start=0)
+    _share(m, kfs[:2], 3, start=4)
+    m.add_point(np.array([0.0, 0.0, 3.0]), kfs[0], 50)
+    assert m.n_tracked_points(kfs[0].id, 1) == 8
+    assert m.n_tracked_points(kfs[0].id, 2) == 7
+    assert m.n_tracked_points(kfs[0].id, 3) == 4
+
+
+def test_frame_helper_is_a_frame() -> None:
+    assert isinstance(make_frame(np.zeros((0, 2))), Frame)
+    assert K_SMALL.shape == (3, 3)
