@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from slam.cli.run import LimitedSource
 from slam.config import load_config
 from slam.errors import SensorError
 from slam.eval.metrics import ate
+from slam.io.sources import LimitedSource
 from slam.synthetic.source import make_synthetic_source
 from slam.system import SlamSystem, run_offline
 

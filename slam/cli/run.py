@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -87,28 +86,6 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     return overrides
 
 
-class LimitedSource:
-    """The first ``max_frames`` frames of a source; everything else passes through."""
-
-    def __init__(self, source: Any, max_frames: int) -> None:
-        self._source = source
-        self._max_frames = max_frames
-
-    @property
-    def length(self) -> int | None:
-        n = getattr(self._source, "length", None)
-        return self._max_frames if n is None else min(n, self._max_frames)
-
-    def __len__(self) -> int:
-        return min(len(self._source), self._max_frames)
-
-    def __iter__(self) -> Iterator[Any]:
-        return itertools.islice(iter(self._source), self._max_frames)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._source, name)
-
-
 def write_trajectory(path: Path, trajectory: Trajectory, fmt: str) -> None:
     """Write ``trajectory`` as TUM or KITTI, creating the parent folder."""
     from slam.io import trajectory_io
@@ -138,7 +115,7 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 
 def _open(args: argparse.Namespace) -> tuple[Any, Any]:
     """Open the source; its calibration comes from ``--calib`` when given, else its own."""
-    from slam.io.sources import open_source
+    from slam.io.sources import LimitedSource, open_source
 
     if args.max_frames is not None and args.max_frames < 1:
         raise ConfigError("--max-frames must be at least 1")

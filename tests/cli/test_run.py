@@ -22,6 +22,7 @@ from slam.cli.main import main
 from slam.config import SlamConfig
 from slam.errors import ConfigError
 from slam.geometry.lie import se3_exp, se3_inv
+from slam.io.sources import LimitedSource
 from slam.io.trajectory_io import read_kitti_poses, read_tum_trajectory
 from slam.io.types import Trajectory
 
@@ -249,7 +250,7 @@ def test_parse_overrides() -> None:
 
 
 def test_limited_source_passes_the_rest_through() -> None:
-    limited = run.LimitedSource(FakeSource(ground_truth()), 5)
+    limited = LimitedSource(FakeSource(ground_truth()), 5)
     assert (len(limited), limited.length, list(limited)) == (5, 5, [0, 1, 2, 3, 4])
     assert limited.name == "fake:seq"
     assert limited.ground_truth() is not None

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from slam.errors import DataSourceError
-from slam.io.sources.base import SENSORS, BoundedReader, FrameSource
+from slam.io.sources.base import SENSORS, BoundedReader, FrameSource, LimitedSource
 from slam.io.sources.euroc import EurocSource
 from slam.io.sources.kitti import KittiSource
 from slam.io.sources.tum import TumSource
@@ -31,6 +31,7 @@ __all__ = [
     "FrameSource",
     "ImageFolderSource",
     "KittiSource",
+    "LimitedSource",
     "TumSource",
     "VideoSource",
     "WebcamSource",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import queue
 import threading
@@ -10,7 +11,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import cast
+from typing import Any, cast
 
 import cv2
 import numpy as np
@@ -251,3 +252,25 @@ class BoundedReader:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+class LimitedSource:
+    """The first ``max_frames`` frames of a source; every other attribute passes through."""
+
+    def __init__(self, source: FrameSource, max_frames: int) -> None:
+        self._source = source
+        self._max_frames = max_frames
+
+    @property
+    def length(self) -> int | None:
+        n = self._source.length
+        return self._max_frames if n is None else min(n, self._max_frames)
+
+    def __len__(self) -> int:
+        return min(len(self._source), self._max_frames)
+
+    def __iter__(self) -> Iterator[SensorFrame]:
+        return itertools.islice(iter(self._source), self._max_frames)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._source, name)
