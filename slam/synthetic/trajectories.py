@@ -84,11 +84,14 @@ def sideways_trajectory(n_frames: int = 90, length_m: float = 1.2,
                         fps: float = 30.0, t0: float = 0.0) -> Trajectory:
     """Translation of ``length_m`` along the camera's right (x) axis while looking along
     ``heading`` (default +y, at a wall ~3 m away with a box in front): strong parallax,
-    good for monocular initialisation. Small rotation sway (a few degrees)."""
+    good for monocular initialisation. Small rotation sway (a few degrees) and a 5 cm
+    vertical bob, so that the path is not a straight line (trajectory alignment is
+    degenerate on collinear positions)."""
     _check(n_frames, fps)
     a = np.linspace(0.0, 1.0, n_frames)
     right = np.array([np.sin(heading), -np.cos(heading), 0.0])
     pos = np.asarray(start, dtype=np.float64) + length_m * a[:, None] * right
+    pos[:, 2] += 0.05 * np.sin(np.pi * a)
     yaw = heading + 0.05 * np.sin(2 * np.pi * a)
     return _trajectory(pos, yaw, -0.08 + 0.03 * np.sin(np.pi * a), 0.02 * np.sin(np.pi * a),
                        fps, t0)
