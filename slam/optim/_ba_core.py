@@ -17,13 +17,10 @@ from numba import njit
 from slam.optim.kernels import (
     CHI2_MONO,
     CHI2_STEREO,
-    DELTA_MONO,
-    DELTA_STEREO,
     cholesky_solve_into,
-    huber_cost,
-    huber_weight,
     left_update_into,
     residual_jacobians_into,
+    robust_chi2,
 )
 
 
@@ -60,17 +57,9 @@ def total_cost(T, X, oc, op, uv, ur, w, cam, order, huber):
     cost = 0.0
     for o in order:
         stereo = ur[o] >= 0.0
-        if not residual_jacobians_into(T, oc[o], X, op[o], cam, uv[o, 0], uv[o, 1], ur[o],
-                                       stereo, e, Jc, Jp, False):
-            continue
-        sq = e[0] * e[0] + e[1] * e[1]
-        if stereo:
-            sq += e[2] * e[2]
-        chi2 = w[o] * sq
-        if huber:
-            cost += huber_cost(chi2, DELTA_STEREO if stereo else DELTA_MONO)
-        else:
-            cost += chi2
+        if residual_jacobians_into(T, oc[o], X, op[o], cam, uv[o, 0], uv[o, 1], ur[o],
+                                   stereo, e, Jc, Jp, False):
+            cost += robust_chi2(e[0], e[1], e[2], stereo, w[o], huber)[1]
     return cost
 
 
@@ -98,18 +87,9 @@ def _linearize(T, X, oc, op, uv, ur, w, cam, order, free_cam, free_pt, huber,
                                         stereo, e, Jc, Jp, True)
         if not ok[o]:
             continue
+        _chi2, rho, wt = robust_chi2(e[0], e[1], e[2], stereo, w[o], huber)
+        cost += rho
         rows = 3 if stereo else 2
-        sq = 0.0
-        for r in range(rows):
-            sq += e[r] * e[r]
-        chi2 = w[o] * sq
-        wt = w[o]
-        if huber:
-            delta = DELTA_STEREO if stereo else DELTA_MONO
-            wt *= huber_weight(chi2, delta)
-            cost += huber_cost(chi2, delta)
-        else:
-            cost += chi2
         c = free_cam[oc[o]]
         p = free_pt[op[o]]
         for r in range(rows):
@@ -326,12 +306,5 @@ def classify_observations(T, X, oc, op, uv, ur, w, cam, chi2, valid, inlier):
         stereo = ur[o] >= 0.0
         valid[o] = residual_jacobians_into(T, oc[o], X, op[o], cam, uv[o, 0], uv[o, 1],
                                            ur[o], stereo, e, Jc, Jp, False)
-        if not valid[o]:
-            chi2[o] = np.inf
-            inlier[o] = False
-            continue
-        sq = e[0] * e[0] + e[1] * e[1]
-        if stereo:
-            sq += e[2] * e[2]
-        chi2[o] = w[o] * sq
-        inlier[o] = chi2[o] <= (CHI2_STEREO if stereo else CHI2_MONO)
+        chi2[o] = robust_chi2(e[0], e[1], e[2], stereo, w[o], False)[0] if valid[o] else np.inf
+        inlier[o] = valid[o] and chi2[o] <= (CHI2_STEREO if stereo else CHI2_MONO)

@@ -233,6 +233,27 @@ def huber_cost(chi2: float, delta: float) -> float:
     return 2.0 * delta * math.sqrt(chi2) - delta * delta
 
 
+@njit(cache=True, nogil=True, fastmath=False, inline="always")
+def robust_chi2(e0: float, e1: float, e2: float, stereo: bool, inv_sigma2: float,
+                huber: bool) -> tuple[float, float, float]:
+    """``(chi2, cost, weight)`` of one observation's residual ``e = [e0, e1(, e2)]``.
+
+    ``chi2 = inv_sigma2 |e|^2`` (``e2`` counts only if ``stereo``); with ``huber``
+    ``cost = huber_cost(chi2, delta)`` and ``weight = inv_sigma2 * huber_weight(chi2,
+    delta)`` (``delta`` = :data:`DELTA_STEREO` or :data:`DELTA_MONO`), else ``cost = chi2``
+    and ``weight = inv_sigma2``. Scalars only: array arguments of an inlined helper
+    would add reference counting to the callers' hot loops.
+    """
+    sq = e0 * e0 + e1 * e1
+    if stereo:
+        sq += e2 * e2
+    chi2 = inv_sigma2 * sq
+    if huber:
+        delta = DELTA_STEREO if stereo else DELTA_MONO
+        return chi2, huber_cost(chi2, delta), inv_sigma2 * huber_weight(chi2, delta)
+    return chi2, chi2, inv_sigma2
+
+
 @njit(cache=True, nogil=True, fastmath=False)
 def cholesky_solve_into(A: np.ndarray, b: np.ndarray, n: int) -> bool:
     """Solve ``A x = b`` for the leading ``n x n`` SPD block in place.

@@ -21,13 +21,10 @@ from slam.errors import GeometryError
 from slam.optim.kernels import (
     CHI2_MONO,
     CHI2_STEREO,
-    DELTA_MONO,
-    DELTA_STEREO,
     cholesky_solve_into,
-    huber_cost,
-    huber_weight,
     left_update_into,
     residual_jacobians_into,
+    robust_chi2,
 )
 
 _MIN_ACTIVE = 3  # fewer inliers than this cannot constrain a pose: stop the rounds
@@ -47,19 +44,9 @@ def _build_normal_eqs(T, xyz, uv, ur, inv_s2, cam, active, use_huber, H, g, e, J
         if not residual_jacobians_into(T, 0, xyz, i, cam, uv[i, 0], uv[i, 1], ur[i], stereo,
                                        e, Jp, Jx, True):
             continue
-        rows = 3 if stereo else 2
-        sq = 0.0
-        for r in range(rows):
-            sq += e[r] * e[r]
-        chi2 = inv_s2[i] * sq
-        w = inv_s2[i]
-        if use_huber:
-            delta = DELTA_STEREO if stereo else DELTA_MONO
-            w *= huber_weight(chi2, delta)
-            cost += huber_cost(chi2, delta)
-        else:
-            cost += chi2
-        for r in range(rows):
+        _chi2, rho, w = robust_chi2(e[0], e[1], e[2], stereo, inv_s2[i], use_huber)
+        cost += rho
+        for r in range(3 if stereo else 2):
             er = w * e[r]
             for a in range(6):
                 wa = w * Jp[r, a]
@@ -77,17 +64,9 @@ def _cost(T, xyz, uv, ur, inv_s2, cam, active, use_huber, e, Jp, Jx):
         if not active[i]:
             continue
         stereo = ur[i] >= 0.0
-        if not residual_jacobians_into(T, 0, xyz, i, cam, uv[i, 0], uv[i, 1], ur[i], stereo,
-                                       e, Jp, Jx, False):
-            continue
-        sq = e[0] * e[0] + e[1] * e[1]
-        if stereo:
-            sq += e[2] * e[2]
-        chi2 = inv_s2[i] * sq
-        if use_huber:
-            cost += huber_cost(chi2, DELTA_STEREO if stereo else DELTA_MONO)
-        else:
-            cost += chi2
+        if residual_jacobians_into(T, 0, xyz, i, cam, uv[i, 0], uv[i, 1], ur[i], stereo,
+                                   e, Jp, Jx, False):
+            cost += robust_chi2(e[0], e[1], e[2], stereo, inv_s2[i], use_huber)[1]
     return cost
 
 
@@ -158,15 +137,11 @@ def _classify(T, xyz, uv, ur, inv_s2, cam, inlier):
     n = 0
     for i in range(xyz.shape[0]):
         stereo = ur[i] >= 0.0
-        ok = residual_jacobians_into(T, 0, xyz, i, cam, uv[i, 0], uv[i, 1], ur[i], stereo,
-                                     e, Jp, Jx, False)
-        if not ok:
+        if not residual_jacobians_into(T, 0, xyz, i, cam, uv[i, 0], uv[i, 1], ur[i], stereo,
+                                       e, Jp, Jx, False):
             inlier[i] = False
             continue
-        sq = e[0] * e[0] + e[1] * e[1]
-        if stereo:
-            sq += e[2] * e[2]
-        chi2 = inv_s2[i] * sq
+        chi2 = robust_chi2(e[0], e[1], e[2], stereo, inv_s2[i], False)[0]
         inlier[i] = chi2 <= (CHI2_STEREO if stereo else CHI2_MONO)
         if inlier[i]:
             n += 1

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from slam.geometry.lie import make_pose, so3_exp, so3_log
+from slam.geometry.lie import hat, make_pose, so3_exp, so3_log
 
 Array = NDArray[np.float64]
 
@@ -105,3 +105,45 @@ def rotation_angle_deg(R_a: Array, R_b: Array) -> float:
 def direction_angle_deg(a: Array, b: Array) -> float:
     """Angle (degrees) between two 3-vectors."""
     return float(np.degrees(np.arctan2(np.linalg.norm(np.cross(a, b)), a @ b)))
+
+
+# ----------------------------------------------------------------------------- two-view helpers
+
+K_INV = np.linalg.inv(K)
+# Mostly sideways motion over the tilted plane z - y = 5: its two-fold homography
+# ambiguity is resolved by cheirality.
+T_PLANAR = make_pose(so3_exp(np.radians([1.0, -3.0, 2.0])), np.array([0.6, 0.0, 0.0]))
+PLANE_N = np.array([0.0, -1.0, 1.0]) / np.sqrt(2.0)
+PLANE_D = 5.0 / np.sqrt(2.0)
+
+
+def normalised(uv: Array) -> Array:
+    """Normalised coordinates (N, 2) of ideal pixels (N, 2) under :data:`K`."""
+    return (np.c_[uv, np.ones(len(uv))] @ K_INV.T)[:, :2]
+
+
+def gt_essential(sc: Scene) -> Array:
+    """Exact essential matrix ``[t]x R`` of a scene's motion."""
+    T = sc.T_cam2_cam1
+    return hat(T[:3, 3]) @ T[:3, :3]
+
+
+def gt_homography() -> Array:
+    """Exact pixel homography of the plane of :func:`planar_scene` under :data:`T_PLANAR`."""
+    R, t = T_PLANAR[:3, :3], T_PLANAR[:3, 3]
+    return K @ (R + np.outer(t, PLANE_N) / PLANE_D) @ K_INV
+
+
+def same_up_to_scale(A: Array, B: Array, tol: float) -> bool:
+    """Whether two matrices agree (max abs difference < ``tol``) after normalising, up to sign."""
+    a, b = A / np.linalg.norm(A), B / np.linalg.norm(B)
+    return min(np.abs(a - b).max(), np.abs(a + b).max()) < tol
+
+
+def planar_scene(seed: int, noise_px: float = 0.0, outlier_ratio: float = 0.0) -> Scene:
+    """300 points on the tilted plane seen under :data:`T_PLANAR`."""
+    rng = np.random.default_rng(seed)
+    return make_scene(
+        rng, 300, kind="planar", T_cam2_cam1=T_PLANAR, noise_px=noise_px,
+        outlier_ratio=outlier_ratio,
+    )  # fmt: skip

@@ -120,6 +120,23 @@ def test_huber_cost_weight_and_derivative() -> None:
         assert kn.huber_weight(s, delta) == pytest.approx(fd, rel=1e-6)
 
 
+def test_robust_chi2_mono_stereo_and_huber() -> None:
+    # mono: e = (3, 4), |e|^2 = 25; e2 is ignored
+    assert kn.robust_chi2(3.0, 4.0, 100.0, False, 0.5, False) == (12.5, 12.5, 0.5)
+    chi2, cost, w = kn.robust_chi2(3.0, 4.0, 100.0, False, 0.5, True)
+    d = kn.DELTA_MONO
+    assert chi2 == 12.5
+    assert cost == pytest.approx(2 * d * np.sqrt(12.5) - d * d)
+    assert w == pytest.approx(0.5 * d / np.sqrt(12.5))
+    # stereo: e = (1, 2, 2), |e|^2 = 9; inside vs outside the stereo threshold (7.815)
+    assert kn.robust_chi2(1.0, 2.0, 2.0, True, 0.5, True) == (4.5, 4.5, 0.5)
+    chi2, cost, w = kn.robust_chi2(1.0, 2.0, 2.0, True, 2.0, True)
+    d = kn.DELTA_STEREO
+    assert chi2 == 18.0
+    assert cost == pytest.approx(2 * d * np.sqrt(18.0) - d * d)
+    assert w == pytest.approx(2.0 * d / np.sqrt(18.0))
+
+
 def test_cholesky_solve_matches_numpy() -> None:
     rng = np.random.default_rng(6)
     n = 18
