@@ -15,9 +15,11 @@ from slam.system import SlamSystem, run_offline
 N_FRAMES = 150
 
 
-def _run(sensor: str, threads: bool = True, n: int = N_FRAMES):  # type: ignore[no-untyped-def]
+def _run(  # type: ignore[no-untyped-def]
+    sensor: str, threads: bool = True, n: int = N_FRAMES, **overrides: object
+):
     source = make_synthetic_source("loop", sensor)
-    cfg = load_config(overrides={"system.threads": threads})
+    cfg = load_config(overrides={"system.threads": threads, **overrides})
     assert source.calibration is not None
     res = run_offline(LimitedSource(source, n), sensor, source.calibration, cfg, progress=False)
     gt = source.ground_truth()
@@ -40,6 +42,13 @@ def test_monocular_initialises_and_tracks_with_sim3_accuracy() -> None:
     res, err = _run("mono")
     assert res.stats["tracked_frames"] >= 0.85 * N_FRAMES
     assert err.rmse_m < 0.015  # measured about 5 mm after Sim(3) alignment
+
+
+def test_overlap_rule_adds_keyframes_and_accuracy_on_a_turning_camera() -> None:
+    base, base_err = _run("rgbd", n=120)
+    dense, dense_err = _run("rgbd", n=120, **{"tracking.keyframe_overlap_ratio": 0.5})
+    assert dense.stats["keyframes"] > 1.5 * base.stats["keyframes"]
+    assert dense_err.rmse_m < base_err.rmse_m
 
 
 def test_inline_mapping_gives_the_same_quality_as_the_mapping_thread() -> None:

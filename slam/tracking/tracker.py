@@ -357,7 +357,15 @@ class Tracker:
         c1a = since >= max_frames
         c1b = since >= self.tcfg.keyframe_min_frames and idle
         c1c = self.sensor != "mono" and (self.n_inliers < 0.25 * n_ref or need_close)
-        c2 = (self.n_inliers < ratio * n_ref or need_close) and self.n_inliers > 15
+        # Stereo/RGB-D points are born in one keyframe, so few are multiply observed
+        # when the camera turns fast and ORB-SLAM's rule alone leaves the keyframes
+        # too far apart (40 degrees on the synthetic loop): also ask for one when
+        # fewer than ``keyframe_overlap_ratio`` of the reference's points are tracked.
+        low_overlap = False
+        if self.sensor != "mono" and n_kfs >= 2 and self.tcfg.keyframe_overlap_ratio > 0:
+            n_ref_all = self.map.n_tracked_points(self.ref_kf.id, 1)
+            low_overlap = self.n_inliers < self.tcfg.keyframe_overlap_ratio * n_ref_all
+        c2 = (self.n_inliers < ratio * n_ref or need_close or low_overlap) and self.n_inliers > 15
         if not ((c1a or c1b or c1c) and c2):
             return False
         if self.tcfg.wait_for_mapping:
