@@ -57,14 +57,14 @@ class TrackingConfig(_Section):
 
     match_ratio: float = Field(0.8, gt=0.0, le=1.0)
     hamming_threshold_high: int = Field(100, ge=1, le=256)
-    hamming_threshold_low: int = Field(50, ge=1, le=256)
     motion_radius_px: float = Field(
         10.0, gt=0.0, description="motion-model search radius at level 0 (doubled on failure)"
     )
     recovery_keyframes: int = Field(40, ge=1, description="latest keyframes searched when lost")
     min_tracked_points: int = Field(30, ge=5)
-    min_init_map_points: int = Field(100, ge=10)
-    huber_px: float = Field(2.4477, gt=0.0, description="sqrt(chi2 2 dof 95%) ... as pixels")
+    min_init_map_points: int = Field(
+        100, ge=10, description="monocular initialisation: matches and triangulated points needed"
+    )
     pose_iterations: int = Field(10, ge=1)
     keyframe_min_frames: int = Field(0, ge=0)
     keyframe_max_frames: int = Field(30, ge=1)
@@ -89,7 +89,6 @@ class MappingConfig(_Section):
     covisible_for_triangulation: int = Field(10, ge=1)
     local_ba_keyframes: int = Field(10, ge=2)
     local_ba_iterations: int = Field(10, ge=1)
-    huber_px: float = Field(2.4477, gt=0.0)
     cull_found_ratio: float = Field(0.25, ge=0.0, le=1.0)
     cull_redundant_ratio: float = Field(0.9, ge=0.0, le=1.0)
     enabled: bool = True

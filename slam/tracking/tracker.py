@@ -2,7 +2,7 @@
 
 One call of :meth:`Tracker.track` per frame. The tracker reads the shared map
 under its lock, estimates the pose without holding it, and hands new keyframe
-ids to local mapping through ``keyframe_sink``.
+ids to local mapping through a :class:`MappingLink`.
 """
 
 from __future__ import annotations
@@ -65,7 +65,9 @@ class Tracker:
         self.bf = self.builder.bf
         self.close_depth = calib.max_close_depth_m or 3.0
         self.state = TrackState.INITIALIZING
-        self.mono_init = MonocularInitializer(self.K) if sensor == "mono" else None
+        self.mono_init: MonocularInitializer | None = None
+        if sensor == "mono":
+            self.mono_init = MonocularInitializer(self.K, self.tcfg.min_init_map_points)
         self.last_frame: Frame | None = None
         self.velocity: NDArray[np.float64] | None = None  # T_cur_last
         self.ref_kf: KeyFrame | None = None
