@@ -50,54 +50,76 @@ def build_problem(
     slam_map: Map, local: list[int], K: NDArray[np.float64], bf: float, max_fixed: int
 ) -> LocalProblem | None:
     """Optimise keyframes ``local`` and their points; up to ``max_fixed`` other
-    keyframes that see those points (most shared first) are held fixed."""
+    keyframes that see those points (most shared first) are held fixed.
+
+    Observations are gathered per keyframe from its ``point_ids`` (the map keeps
+    them equal to the points' observation dictionaries), with array operations.
+    """
     with slam_map.lock:
-        pids = slam_map.points_of(local)
-        local_set = set(local)
-        fixed_count: dict[int, int] = {}
-        for p in pids:
-            for k in slam_map.points[p].observations:
-                if k not in local_set:
-                    fixed_count[k] = fixed_count.get(k, 0) + 1
-        fixed = sorted(fixed_count, key=lambda k: -fixed_count[k])[:max_fixed]
-        kf_ids = local + fixed
-        cam_index = {k: i for i, k in enumerate(kf_ids)}
-        obs_cam, obs_pt, obs_kp, obs_kfid = [], [], [], []
-        for j, p in enumerate(pids):
-            for k, i in slam_map.points[p].observations.items():
-                c = cam_index.get(k)
-                if c is not None:
-                    obs_cam.append(c)
-                    obs_pt.append(j)
-                    obs_kp.append(i)
-                    obs_kfid.append(k)
-        if not obs_cam:
+        pids = slam_map.point_ids_of(local)  # sorted
+        if len(pids) == 0:
             return None
-        T = np.array([slam_map.keyframes[k].T_cam_world for k in kf_ids])
-        xyz = np.array([slam_map.points[p].xyz_world for p in pids])
-        uv = np.empty((len(obs_cam), 2))
-        ur = np.empty(len(obs_cam))
-        w = np.empty(len(obs_cam))
-        for o, (k, i) in enumerate(zip(obs_kfid, obs_kp)):
+        fixed = _fixed_keyframes(slam_map, local, pids, max_fixed)
+        kf_ids = local + fixed
+        obs_cam, obs_pt, obs_kf, uv, ur, w = [], [], [], [], [], []
+        for c, k in enumerate(kf_ids):
             f = slam_map.keyframes[k].frame
-            uv[o] = f.uv[i]
-            ur[o] = f.u_right[i]
-            w[o] = f.inv_sigma2[i]
+            kp, pos = _observed(f.point_ids, pids)
+            obs_cam.append(np.full(len(kp), c, np.int32))
+            obs_pt.append(pos.astype(np.int32))
+            obs_kf.append(np.full(len(kp), k, np.int64))
+            uv.append(f.uv[kp])
+            ur.append(f.u_right[kp])
+            w.append(f.inv_sigma2[kp])
+        T = np.array([slam_map.keyframes[k].T_cam_world for k in kf_ids])
+        xyz = slam_map.store.xyz[pids].copy()
+    o_cam, o_pt = np.concatenate(obs_cam), np.concatenate(obs_pt)
+    if len(o_cam) == 0:
+        return None
     fixed_cams = np.zeros(len(kf_ids), bool)
     fixed_cams[len(local):] = True
-    if slam_map.origin_kf_id in cam_index:
-        fixed_cams[cam_index[slam_map.origin_kf_id]] = True
+    if slam_map.origin_kf_id in kf_ids:
+        fixed_cams[kf_ids.index(slam_map.origin_kf_id)] = True
     if fixed_cams.all():
         return None
     if not fixed_cams.any():
         fixed_cams[len(local) - 1 if len(local) > 1 else 0] = True
     problem = BAProblem(
-        T_cam_world=T, fixed_cams=fixed_cams, xyz_world=xyz,
-        obs_cam=np.array(obs_cam, np.int32), obs_pt=np.array(obs_pt, np.int32),
-        obs_uv=uv, obs_u_right=ur, obs_inv_sigma2=w, K=K, bf=bf,
+        T_cam_world=T, fixed_cams=fixed_cams, xyz_world=xyz, obs_cam=o_cam, obs_pt=o_pt,
+        obs_uv=np.concatenate(uv), obs_u_right=np.concatenate(ur),
+        obs_inv_sigma2=np.concatenate(w), K=K, bf=bf,
     )
-    return LocalProblem(problem, kf_ids, pids, np.array(obs_kfid, np.int64),
-                        np.asarray(pids, np.int64)[obs_pt])
+    return LocalProblem(problem, kf_ids, pids.tolist(), np.concatenate(obs_kf), pids[o_pt])
+
+
+def _observed(
+    point_ids: NDArray[np.int64], pids_sorted: NDArray[np.int64]
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Keypoints of a keyframe that observe one of ``pids_sorted``, and the index of
+    that point in ``pids_sorted``."""
+    kp = np.flatnonzero(point_ids >= 0)
+    pos = np.searchsorted(pids_sorted, point_ids[kp])
+    pos_c = np.minimum(pos, len(pids_sorted) - 1)
+    hit = pids_sorted[pos_c] == point_ids[kp]
+    return kp[hit], pos_c[hit]
+
+
+def _fixed_keyframes(
+    slam_map: Map, local: list[int], pids: NDArray[np.int64], max_fixed: int
+) -> list[int]:
+    """Keyframes outside ``local`` that see the most of ``pids`` (at most ``max_fixed``)."""
+    if max_fixed <= 0:
+        return []
+    local_set = set(local)
+    counts = []
+    for kf in slam_map.good_keyframes():
+        if kf.id in local_set:
+            continue
+        n = len(_observed(kf.point_ids, pids)[0])
+        if n > 0:
+            counts.append((n, kf.id))
+    counts.sort(reverse=True)
+    return [k for _, k in counts[:max_fixed]]
 
 
 def run_local_ba(
