@@ -44,24 +44,22 @@ class OrbExtractor:
     def __init__(self, cfg: FeatureConfig, n_features: int) -> None:
         self.cfg = cfg
         self.n_features = n_features
-        self._orb = cv2.ORB.create(
-            nfeatures=int(self.n_features * 2),
-            scaleFactor=cfg.scale_factor,
-            nlevels=cfg.n_levels,
-            edgeThreshold=19,
-            patchSize=31,
-            fastThreshold=cfg.fast_threshold,
-        )
-        self._orb_low = cv2.ORB.create(
-            nfeatures=int(self.n_features * 2),
-            scaleFactor=cfg.scale_factor,
-            nlevels=cfg.n_levels,
-            edgeThreshold=19,
-            patchSize=31,
-            fastThreshold=cfg.min_fast_threshold,
-        )
+        # Candidates: the 2n strongest corners (see _spread); a lower FAST threshold
+        # is the fallback for images with too few corners.
+        self._orb = self._detector(cfg.fast_threshold)
+        self._orb_low = self._detector(cfg.min_fast_threshold)
         self.scale_factors = cfg.scale_factor ** np.arange(cfg.n_levels, dtype=np.float64)
         self.inv_level_sigma2 = 1.0 / self.scale_factors**2
+
+    def _detector(self, fast_threshold: int) -> cv2.ORB:
+        return cv2.ORB.create(
+            nfeatures=int(self.n_features * 2),
+            scaleFactor=self.cfg.scale_factor,
+            nlevels=self.cfg.n_levels,
+            edgeThreshold=19,
+            patchSize=31,
+            fastThreshold=fast_threshold,
+        )
 
     def extract(self, image: NDArray[np.uint8]) -> Keypoints:
         """Detect and describe keypoints in a grey uint8 image (H, W)."""
