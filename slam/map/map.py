@@ -53,6 +53,15 @@ class Map:
         self.origin_kf_id = -1
         self.version = 0  # bumped by every structural change (for the viewer / BA)
 
+    def clear(self) -> None:
+        """Forget every keyframe and point (a failed initialisation); ids keep growing."""
+        with self.lock:
+            self.keyframes.clear()
+            self.points.clear()
+            self.store = PointStore()
+            self.origin_kf_id = -1
+            self.version += 1
+
     # --- ids and insertion -------------------------------------------------
     def new_keyframe_id(self) -> int:
         with self.lock:

@@ -148,10 +148,12 @@ class Tracker:
             self.map.update_connections(kf1.id)
             self.map.update_connections(kf2.id)
         self.mapping.on_monocular_init([kf1.id, kf2.id])
-        with self.map.lock:
-            if self.map.n_points() < 50:
-                log.warning("monocular initialisation left too few points; retrying")
-                return False
+        if self.map.n_points() < 50:
+            log.warning("monocular initialisation left too few points; retrying")
+            self.map.clear()
+            ref.point_ids[:] = -1
+            frame.point_ids[:] = -1
+            return False
         frame.T_cam_world = kf2.T_cam_world.copy()
         self.last_frame = ref
         self._register_keyframe(kf2)

@@ -353,3 +353,12 @@ def test_n_tracked_points_counts_observations() -> None:
 def test_frame_helper_is_a_frame() -> None:
     assert isinstance(make_frame(np.zeros((0, 2))), Frame)
     assert K_SMALL.shape == (3, 3)
+
+
+def test_clear_forgets_everything_but_keeps_ids_growing() -> None:
+    m, kfs = _map_with_keyframes(2)
+    pids = _share(m, kfs, 3)
+    m.clear()
+    assert m.n_keyframes() == 0 and m.n_points() == 0 and m.origin_kf_id == -1
+    assert len(m.point_arrays(pids)) == 0
+    assert m.new_keyframe_id() > max(kf.id for kf in kfs)
