@@ -102,7 +102,18 @@ class SystemConfig(_Section):
 
     frame_queue_size: int = Field(8, ge=1)
     realtime: bool = False
-    threads: bool = True
+    threads: bool | None = Field(
+        None,
+        description="local mapping in its own thread; None = automatic: inline for "
+        "monocular replays that wait for mapping (tracking waits for every keyframe's "
+        "points there anyway: inline is faster and repeatable), a thread otherwise",
+    )
+
+    def mapping_threaded(self, sensor: str, wait_for_mapping: bool) -> bool:
+        """Whether local mapping runs in its own thread for this sensor and policy."""
+        if self.threads is not None:
+            return self.threads
+        return not (sensor == "mono" and wait_for_mapping)
 
 
 class SlamConfig(_Section):

@@ -46,7 +46,8 @@ class SlamSystem:
         link = MappingLink()
         if cfg.mapping.enabled:
             self.mapper = LocalMapper(cfg, calib, sensor, self.map, scale_factors,
-                                      threaded=cfg.system.threads)
+                                      threaded=cfg.system.mapping_threaded(
+                                          sensor, cfg.tracking.wait_for_mapping))
             link = MappingLink(
                 submit=self.mapper.submit, is_idle=self.mapper.is_idle,
                 queue_depth=self.mapper.queue_depth, interrupt=self.mapper.interrupt,
