@@ -11,8 +11,6 @@ import numpy as np
 from numba import njit
 from numpy.typing import NDArray
 
-NO_MATCH = -1
-
 
 @njit(cache=True, nogil=True, inline="always")
 def _popcount64(x: np.uint64) -> int:

@@ -8,6 +8,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from slam.features.matching import KeypointGrid
+from slam.geometry.lie import se3_inv
 
 NO_POINT = -1
 
@@ -61,11 +62,7 @@ class Frame:
     def T_world_cam(self) -> NDArray[np.float64]:
         """World-from-camera pose (4x4); the frame must have been tracked."""
         assert self.T_cam_world is not None
-        R = self.T_cam_world[:3, :3]
-        T = np.eye(4)
-        T[:3, :3] = R.T
-        T[:3, 3] = -R.T @ self.T_cam_world[:3, 3]
-        return T
+        return se3_inv(self.T_cam_world)
 
     @property
     def center_world(self) -> NDArray[np.float64]:

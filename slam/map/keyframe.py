@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
+from slam.geometry.lie import se3_inv
 from slam.map.frame import Frame
 
 
@@ -47,11 +48,7 @@ class KeyFrame:
     @property
     def T_world_cam(self) -> NDArray[np.float64]:
         """World-from-camera pose (4x4)."""
-        R = self.T_cam_world[:3, :3]
-        T = np.eye(4)
-        T[:3, :3] = R.T
-        T[:3, 3] = -R.T @ self.T_cam_world[:3, 3]
-        return T
+        return se3_inv(self.T_cam_world)
 
     def best_covisible(self, n: int) -> list[int]:
         """Up to ``n`` neighbour ids, most shared points first."""

@@ -142,7 +142,8 @@ class Map:
             return n
 
     def point_arrays(self, pids: Iterable[int] | NDArray[np.int64]) -> PointArrays:
-        """Arrays of the given points that still exist (erased ones are skipped)."""
+        """Arrays of the given points that still exist, in the order given (erased ones
+        are skipped)."""
         with self.lock:
             st = self.store
             ids = st.alive_ids(np.fromiter(pids, np.int64) if not isinstance(pids, np.ndarray)

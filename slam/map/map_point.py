@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from numpy.typing import NDArray
 
@@ -97,7 +95,16 @@ class MapPoint:
 
     def predict_level(self, dist: float, scale_factor: float, n_levels: int) -> int:
         """Pyramid level at which a camera ``dist`` metres away should see it."""
-        if dist <= 0 or self.max_dist <= 0:
-            return 0
-        level = int(math.ceil(math.log(self.max_dist / dist) / math.log(scale_factor)))
-        return min(max(level, 0), n_levels - 1)
+        return int(predict_levels(np.array([dist]), np.array([self.max_dist]), scale_factor,
+                                  n_levels)[0])
+
+
+def predict_levels(
+    dist: NDArray[np.float64], max_dist: NDArray[np.float64], scale_factor: float, n_levels: int
+) -> NDArray[np.int32]:
+    """Pyramid levels (N,) at which points with scale ranges ``max_dist`` (N,) metres
+    should appear to cameras ``dist`` (N,) metres away; 0 where either is not positive."""
+    known = (dist > 0) & (max_dist > 0)
+    ratio = np.where(known, max_dist, 1.0) / np.where(known, dist, 1.0)
+    level = np.ceil(np.log(ratio) / np.log(scale_factor))
+    return np.where(known, np.clip(level, 0, n_levels - 1), 0).astype(np.int32)

@@ -85,9 +85,6 @@ class MonocularInitializer:
         self.reference: Frame | None = None
         self.rng = np.random.default_rng(seed)
 
-    def reset(self) -> None:
-        self.reference = None
-
     def try_initialize(
         self, frame: Frame
     ) -> InitMatch | None:

@@ -9,6 +9,7 @@ from numpy.typing import NDArray
 
 from slam.features.matching import search_by_projection
 from slam.map.frame import Frame
+from slam.map.map_point import predict_levels
 
 
 @dataclass
@@ -49,10 +50,7 @@ def project_into(
     view_cos = np.ones(len(xyz_world))
     if dmin is not None and dmax is not None:
         ok &= (dist >= 0.8 * dmin) & (dist <= 1.2 * dmax)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = np.maximum(dmax, 1e-9) / np.maximum(dist, 1e-9)
-            lv = np.ceil(np.log(ratio) / np.log(scale_factor))
-        level = np.clip(np.nan_to_num(lv), 0, n_levels - 1).astype(np.int32)
+        level = predict_levels(dist, dmax, scale_factor, n_levels)
     if normals is not None:
         view_cos = np.einsum("ij,ij->i", ray, normals) / np.maximum(dist, 1e-9)
         ok &= view_cos >= 0.5

@@ -189,12 +189,11 @@ class Tracker:
         idx = np.flatnonzero(frame.point_ids >= 0)
         if len(idx) < 3:
             return 0
-        pts = self.map.point_arrays(frame.point_ids[idx])
+        pts = self.map.point_arrays(frame.point_ids[idx])  # input order, erased ones dropped
         valid = np.isin(frame.point_ids[idx], pts.ids)
         frame.point_ids[idx[~valid]] = -1
         idx = idx[valid]
-        pos = {p: i for i, p in enumerate(pts.ids.tolist())}
-        xyz = pts.xyz_world[[pos[p] for p in frame.point_ids[idx].tolist()]]
+        xyz = pts.xyz_world
         if len(idx) < 3:
             return 0
         assert frame.T_cam_world is not None
@@ -222,11 +221,10 @@ class Tracker:
     def _match_last_frame(self, frame: Frame, last: Frame, radius: float) -> int:
         last_ids = last.point_ids.copy()  # local mapping may edit a keyframe's ids meanwhile
         idx = np.flatnonzero(last_ids >= 0)
-        pts = self.map.point_arrays(last_ids[idx])
+        pts = self.map.point_arrays(last_ids[idx])  # input order, erased ones dropped
         if len(pts) == 0:
             return 0
-        kp_of = dict(zip(last_ids[idx].tolist(), idx.tolist()))
-        idx = np.array([kp_of[p] for p in pts.ids.tolist()], np.int64)
+        idx = idx[np.isin(last_ids[idx], pts.ids)]
         assert frame.T_cam_world is not None
         proj = project_into(frame, frame.T_cam_world, self.K, pts.xyz_world, None, None, None,
                             self.cfg.features.scale_factor, self.cfg.features.n_levels)
