@@ -97,6 +97,53 @@ class MappingConfig(_Section):
     )
 
 
+class PlaceConfig(_Section):
+    """Place recognition (loop detection and relocalisation)."""
+
+    method: Literal["bow", "learned"] = Field(
+        "bow", description="bag of binary words, or the learned global embedding"
+    )
+    vocabulary: str = Field(
+        "", description="vocabulary file; empty = the one shipped in datasets/vocab/"
+    )
+    embedding_model: str = Field("", description="ONNX model of the learned embedding")
+    max_candidates: int = Field(10, ge=1, description="candidates returned per query")
+
+
+class LoopConfig(_Section):
+    """Loop closing thread."""
+
+    enabled: bool = True
+    min_keyframes_between: int = Field(
+        10, ge=1, description="a loop is searched only among keyframes this many ids older"
+    )
+    consistency: int = Field(
+        3, ge=1, description="consecutive keyframes whose candidate groups must agree"
+    )
+    min_matches: int = Field(20, ge=6, description="ORB matches needed to try an alignment")
+    min_inliers: int = Field(20, ge=6, description="alignment inliers needed to accept a loop")
+    min_projected_matches: int = Field(
+        40, ge=10, description="matches after projecting the loop's neighbourhood"
+    )
+    essential_graph_min_weight: int = Field(
+        100, ge=1, description="covisibility weight that puts an edge in the essential graph"
+    )
+    pose_graph_iterations: int = Field(20, ge=1)
+    global_ba_iterations: int = Field(
+        10, ge=0, description="global BA after each loop, in the background (0: off)"
+    )
+
+
+class RelocalizationConfig(_Section):
+    """Recovery when tracking is lost."""
+
+    min_inliers: int = Field(30, ge=6, description="PnP inliers needed to accept a candidate")
+    new_map_after_s: float = Field(
+        5.0, ge=0.0,
+        description="monocular: start a new map when relocalisation fails this long (0: never)",
+    )
+
+
 class SystemConfig(_Section):
     """Wiring of the threads."""
 
@@ -123,6 +170,10 @@ class SlamConfig(_Section):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)  # type: ignore[arg-type]
     mapping: MappingConfig = Field(default_factory=MappingConfig)  # type: ignore[arg-type]
     system: SystemConfig = Field(default_factory=SystemConfig)  # type: ignore[arg-type]
+    place: PlaceConfig = Field(default_factory=PlaceConfig)  # type: ignore[arg-type]
+    loop: LoopConfig = Field(default_factory=LoopConfig)  # type: ignore[arg-type]
+    relocalization: RelocalizationConfig = Field(
+        default_factory=RelocalizationConfig)  # type: ignore[arg-type]
 
 
 _ORB_SETTINGS_KEYS: dict[str, str] = {

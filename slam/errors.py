@@ -55,3 +55,15 @@ class EvaluationError(SlamError):
     """Trajectory evaluation failed (no overlap with ground truth, bad file)."""
 
     exit_code = 7
+
+
+class MapFileError(SlamError):
+    """A map file is missing, corrupt, truncated, of another version or another camera."""
+
+    exit_code = 8
+
+
+class VocabularyError(SlamError):
+    """A place-recognition vocabulary file is missing, corrupt or of the wrong kind."""
+
+    exit_code = 9

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
@@ -16,10 +18,12 @@ from slam.errors import SensorError
 from slam.geometry.lie import se3_inv
 from slam.io.sources.base import BoundedReader, FrameSource
 from slam.io.types import SensorFrame, Trajectory
+from slam.loop.loop_closing import LoopCloser, LoopEvent
 from slam.map.map import Map
 from slam.mapping.bundle import global_bundle_adjustment
 from slam.mapping.initial_ba import initial_bundle_adjustment
 from slam.mapping.local_mapping import LocalMapper
+from slam.place.recognizer import make_place_recognizer
 from slam.tracking.state import TrackResult, TrackState
 from slam.tracking.tracker import MappingLink, Tracker
 
@@ -34,28 +38,72 @@ class _PoseRecord:
 
 
 class SlamSystem:
-    """Tracking in the caller's thread, local mapping in its own."""
+    """Tracking in the caller's thread; local mapping and loop closing in their own.
 
-    def __init__(self, cfg: SlamConfig, calib: Calibration, sensor: Sensor) -> None:
+    ``initial_map`` continues from a loaded map (the first frame relocalises);
+    ``localization_only`` tracks against it without changing it (no mapping, no
+    loop closing, no new keyframes).
+    """
+
+    def __init__(
+        self, cfg: SlamConfig, calib: Calibration, sensor: Sensor, *,
+        initial_map: Map | None = None, localization_only: bool = False,
+    ) -> None:
         self.cfg = cfg
         self.calib = calib
         self.sensor = sensor
-        self.map = Map(cfg.features.scale_factor, cfg.features.n_levels)
+        self.localization_only = localization_only
+        self.map = initial_map or Map(cfg.features.scale_factor, cfg.features.n_levels)
         scale_factors = cfg.features.scale_factor ** np.arange(cfg.features.n_levels)
+        self.place = make_place_recognizer(cfg.place)
         self.mapper: LocalMapper | None = None
+        self.loop_closer: LoopCloser | None = None
         link = MappingLink()
-        if cfg.mapping.enabled:
+        threaded = cfg.system.mapping_threaded(sensor, cfg.tracking.wait_for_mapping)
+        if cfg.mapping.enabled and not localization_only:
+            self.loop_closer = LoopCloser(
+                cfg, self.map, self.place, calib.camera.K, float(calib.stereo_bf or 0.0),
+                fix_scale=sensor != "mono", pause_mapping=self._pause_mapping,
+                on_corrected=self._on_corrected, threaded=threaded,
+            )
             self.mapper = LocalMapper(cfg, calib, sensor, self.map, scale_factors,
-                                      threaded=cfg.system.mapping_threaded(
-                                          sensor, cfg.tracking.wait_for_mapping))
+                                      threaded=threaded, on_done=self.loop_closer.submit)
             link = MappingLink(
                 submit=self.mapper.submit, is_idle=self.mapper.is_idle,
                 queue_depth=self.mapper.queue_depth, interrupt=self.mapper.interrupt,
                 wait_idle=self.mapper.flush, wait_new_points=self.mapper.wait_new_points,
                 on_monocular_init=self._on_monocular_init,
             )
-        self.tracker = Tracker(cfg, calib, sensor, self.map, link)
+        self.tracker = Tracker(cfg, calib, sensor, self.map, link, self.place,
+                               localization_only=localization_only)
         self._records: list[_PoseRecord] = []
+        self._frozen: list[tuple[float, NDArray[np.float64]]] = []
+        self.n_maps = 1
+        self._lost_since: float | None = None
+        if self.map.n_keyframes() > 0:
+            self._index_loaded_map()
+
+    def _pause_mapping(self) -> AbstractContextManager[object]:
+        return self.mapper.paused() if self.mapper is not None else nullcontext()
+
+    def _on_corrected(self) -> None:
+        self.tracker.notify_map_corrected()
+
+    def _index_loaded_map(self) -> None:
+        """Put a loaded map's keyframes into place recognition; tracking relocalises."""
+        for kf in self.map.good_keyframes():
+            desc = self.place.describe(kf.frame.descriptors)
+            self.place.add(kf.id, desc)
+            if self.loop_closer is not None:
+                self.loop_closer.descriptors[kf.id] = desc
+        self.tracker.start_lost()
+        log.info("continuing from a map of %d keyframes and %d points%s",
+                 self.map.n_keyframes(), self.map.n_points(),
+                 " (localisation only)" if self.localization_only else "")
+
+    @property
+    def loop_events(self) -> list[LoopEvent]:
+        return list(self.loop_closer.events) if self.loop_closer is not None else []
 
     def _on_monocular_init(self, kf_ids: list[int]) -> None:
         initial_bundle_adjustment(self.map, kf_ids, self.calib.camera.K)
@@ -69,35 +117,79 @@ class SlamSystem:
             with self.map.lock:
                 T_cam_ref = T_cam_world @ ref.T_world_cam
             self._records.append(_PoseRecord(sf.timestamp, ref.id, T_cam_ref))
+        self._watch_lost(res, sf.timestamp)
         return res
 
-    def keyframe_T_cam_world(self, kf_id: int) -> NDArray[np.float64]:
-        """Current pose of a keyframe; a culled one follows its parent chain."""
+    def _watch_lost(self, res: TrackResult, stamp: float) -> None:
+        """Monocular: start a new map when relocalisation fails for too long."""
+        if res.state != TrackState.LOST:
+            self._lost_since = None
+            return
+        if self._lost_since is None:
+            self._lost_since = stamp
+        limit = self.cfg.relocalization.new_map_after_s
+        if (self.sensor == "mono" and not self.localization_only and limit > 0
+                and stamp - self._lost_since >= limit):
+            self.start_new_map()
+
+    def start_new_map(self) -> None:
+        """Keep the poses tracked so far, forget the map, initialise again."""
+        if self.mapper is not None:
+            self.mapper.flush()
+        if self.loop_closer is not None:
+            self.loop_closer.flush()
         with self.map.lock:
-            kf = self.map.keyframes[kf_id]
-            T_rel = np.eye(4)
-            hops = 0
-            while kf.bad and kf.T_cam_parent is not None and hops < 1000:
-                T_rel = T_rel @ kf.T_cam_parent
-                kf = self.map.keyframes[kf.parent_id]
-                hops += 1
-            return T_rel @ kf.T_cam_world
+            self._frozen.extend(self._absolute_poses())
+            self._records.clear()
+            self.map.clear()
+        if self.loop_closer is not None:
+            self.loop_closer.reset()
+        else:
+            self.place.clear()
+        self.tracker.reset()
+        self._lost_since = None
+        self.n_maps += 1
+        log.warning("relocalisation failed for %.1f s: started map number %d (poses of the "
+                    "earlier maps are kept in their own frames)",
+                    self.cfg.relocalization.new_map_after_s, self.n_maps)
+
+    def _absolute_poses(self) -> list[tuple[float, NDArray[np.float64]]]:
+        return [(r.stamp, se3_inv(r.T_cam_ref @ self.map.keyframe_pose(r.ref_kf_id)))
+                for r in self._records]
 
     def trajectory(self) -> Trajectory:
         """Every tracked frame's world-from-camera pose, with keyframe corrections."""
-        if not self._records:
+        with self.map.lock:
+            items = self._frozen + self._absolute_poses()
+        if not items:
             return Trajectory(np.zeros(0), np.zeros((0, 4, 4)))
-        stamps = np.array([r.stamp for r in self._records])
-        poses = np.array([
-            se3_inv(r.T_cam_ref @ self.keyframe_T_cam_world(r.ref_kf_id)) for r in self._records
-        ])
-        return Trajectory(stamps, poses)
+        return Trajectory(np.array([t for t, _ in items]), np.array([T for _, T in items]))
 
-    def finish(self) -> None:
-        """Let local mapping catch up, then stop it."""
+    def save_map(self, path: str | Path) -> None:
+        """Let mapping and loop closing settle, then write the map atomically."""
+        from slam.map.persistence import save_map
+
+        self.flush()
+        with self._pause_mapping():
+            save_map(path, self.map, self.calib, self.sensor,
+                     extra={"loops": [vars(e) for e in self.loop_events]})
+
+    def flush(self) -> None:
+        """Wait until local mapping and loop closing have caught up."""
         if self.mapper is not None:
             self.mapper.flush()
+        if self.loop_closer is not None:
+            self.loop_closer.flush()
+        if self.mapper is not None:
+            self.mapper.flush()
+
+    def finish(self) -> None:
+        """Let local mapping and loop closing catch up, stop them, then a final global BA."""
+        if self.mapper is not None:
+            self.flush()
             self.mapper.stop()
+            if self.loop_closer is not None:
+                self.loop_closer.stop()
             n_iter = self.cfg.mapping.final_global_ba_iterations
             if n_iter > 0 and self.map.n_keyframes() > 2:
                 global_bundle_adjustment(self.map, self.calib.camera.K,
@@ -112,18 +204,28 @@ class RunResult:
     trajectory: Trajectory
     stats: dict[str, float | int] = field(default_factory=dict)
     track_ms: NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
+    states: list[str] = field(default_factory=list)
+    relocalized_frames: list[int] = field(default_factory=list)
+    loops: list[LoopEvent] = field(default_factory=list)
 
 
 def run_offline(
     source: FrameSource, sensor: Sensor, calibration: Calibration, config: SlamConfig,
-    *, realtime: bool = False, progress: bool = True,
+    *, realtime: bool = False, progress: bool = True, initial_map: Map | None = None,
+    localization_only: bool = False, save_map: str | Path | None = None,
 ) -> RunResult:
-    """Replay a source through the system; returns the trajectory and statistics."""
+    """Replay a source through the system; returns the trajectory and statistics.
+
+    ``initial_map`` continues from a loaded map, ``localization_only`` leaves it
+    unchanged, ``save_map`` writes the final map there.
+    """
     if sensor not in source.sensors:
         raise SensorError(f"source {source.name} cannot feed a {sensor} system "
                           f"(it offers {', '.join(sorted(source.sensors))})")
-    system = SlamSystem(config, calibration, sensor)
+    system = SlamSystem(config, calibration, sensor, initial_map=initial_map,
+                        localization_only=localization_only)
     track_ms: list[float] = []
+    states: list[str] = []
     n_frames = n_tracked = n_lost = 0
     t0 = time.perf_counter()
     total = source.length
@@ -137,6 +239,7 @@ def run_offline(
                 res = system.process(sf)
                 n_frames += 1
                 track_ms.append(res.track_ms)
+                states.append(res.state.value)
                 if res.T_world_cam is not None:
                     n_tracked += 1
                 elif res.state == TrackState.LOST:
@@ -145,6 +248,8 @@ def run_offline(
         finally:
             bar.close()
             system.finish()
+    if save_map is not None:
+        system.save_map(save_map)
     wall = time.perf_counter() - t0
     ms = np.array(track_ms)
     mapper = system.mapper
@@ -161,5 +266,9 @@ def run_offline(
         "track_ms_p99": float(np.percentile(ms, 99)) if len(ms) else 0.0,
         "local_ba_ms_median": float(np.median(mapper.ba_ms)) if mapper and mapper.ba_ms else 0.0,
         "keyframe_ms_median": float(np.median(mapper.kf_ms)) if mapper and mapper.kf_ms else 0.0,
+        "loops_closed": len(system.loop_events),
+        "relocalisations": system.tracker.relocalizations,
+        "maps": system.n_maps,
     }
-    return RunResult(system.trajectory(), stats, ms)
+    return RunResult(system.trajectory(), stats, ms, states,
+                     list(system.tracker.relocalized_frames), system.loop_events)

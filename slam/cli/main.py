@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from slam import __version__
-from slam.cli import evaluate, run
+from slam.cli import evaluate, run, vocab
 from slam.errors import SlamError
 
 log = logging.getLogger("slam")
@@ -54,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     run.register(commands, [common])
     evaluate.register(commands, [common])
+    vocab.register(commands, [common])
     return parser
 
 

@@ -61,12 +61,23 @@ def register(commands: Any, parents: Sequence[argparse.ArgumentParser]) -> None:
     p.add_argument("--plot", type=Path, metavar="PNG", help="draw the trajectory here")
     p.add_argument("--fps", type=float, help="frame rate of video: and images: sources")
     p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
+    p.add_argument("--skip-frames", metavar="START:STOP[:BLANK]",
+                   help="leave out frames START..STOP-1, the first BLANK of them shown "
+                   "black (a kidnapped camera)")
     p.add_argument(
         "--realtime",
         action="store_true",
         help="replay at the source's frame rate, dropping frames when late",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-loop", action="store_true", help="no loop closing (place "
+                   "recognition still serves relocalisation)")
+    p.add_argument("--save-map", type=Path, metavar="FILE",
+                   help="write the final map here (atomically; see docs/map_format.md)")
+    p.add_argument("--load-map", type=Path, metavar="FILE",
+                   help="start from this map; the first frame relocalises in it")
+    p.add_argument("--localize", action="store_true",
+                   help="with --load-map: track against the map without changing it")
     p.set_defaults(func=execute)
 
 
@@ -115,7 +126,7 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 
 def _open(args: argparse.Namespace) -> tuple[Any, Any]:
     """Open the source; its calibration comes from ``--calib`` when given, else its own."""
-    from slam.io.sources import LimitedSource, open_source
+    from slam.io.sources import LimitedSource, SkippedSpanSource, open_source
 
     if args.max_frames is not None and args.max_frames < 1:
         raise ConfigError("--max-frames must be at least 1")
@@ -125,6 +136,12 @@ def _open(args: argparse.Namespace) -> tuple[Any, Any]:
         raise SensorError(f"{source.name} feeds {sorted(source.sensors)}, not {args.sensor}")
     if source.calibration is None:
         raise CalibrationError(f"{source.name} has no calibration: pass one with --calib")
+    if getattr(args, "skip_frames", None):
+        parts = str(args.skip_frames).split(":")
+        if len(parts) not in (2, 3) or not all(x.isdigit() for x in parts):
+            raise ConfigError(f"--skip-frames wants START:STOP[:BLANK], got "
+                              f"{args.skip_frames!r}")
+        source = SkippedSpanSource(source, *(int(x) for x in parts))
     if args.max_frames is not None:
         source = LimitedSource(source, args.max_frames)
     return source, source.calibration
@@ -156,6 +173,7 @@ def build_stats(
     frames = int(stats.get("frames", 0))
     stats["tracked_ratio"] = stats.get("tracked_frames", 0) / frames if frames else 0.0
     stats["peak_rss_mb"] = peak_rss_mb()
+    stats["loops"] = [vars(e) for e in getattr(result, "loops", [])]
     if ate_result is not None:
         stats.update(
             ate_rmse_m=ate_result.rmse_m,
@@ -188,34 +206,59 @@ def summary_line(stats: dict[str, Any]) -> str:
         f"track {stats.get('track_ms_median', float('nan')):.1f} ms median, "
         f"{stats.get('track_ms_p95', float('nan')):.1f} ms p95 |"
     )
+    if stats.get("loops_closed") or stats.get("relocalisations"):
+        parts.append(f"loops {stats.get('loops_closed', 0)}, "
+                     f"relocalised {stats.get('relocalisations', 0)} |")
     parts.append(f"peak {stats['peak_rss_mb']:.0f} MB")
     return " ".join(parts)
 
 
 def _plot(
-    path: Path, gt: Trajectory | None, est: Trajectory, ate_result: AteResult | None, title: str
+    path: Path, gt: Trajectory | None, est: Trajectory, ate_result: AteResult | None, title: str,
+    loops: Sequence[Any] = (),
 ) -> None:
     from slam.eval.plot import plot_trajectories
 
     if len(est) == 0:
         log.warning("nothing tracked: no plot")
         return
+    markers = {}
+    if loops:
+        markers = {"loop closed": [e.stamp for e in loops],
+                   "loop matched": [e.loop_stamp for e in loops]}
     if ate_result is None:
-        plot_trajectories(path, gt, est, title)
+        plot_trajectories(path, gt, est, title, markers=markers)
         return
     title += f" - ATE {ate_result.rmse_m:.4f} m ({ate_result.alignment})"
-    plot_trajectories(path, gt, ate_result.est_aligned, title, errors_m=ate_result.errors_m)
+    plot_trajectories(path, gt, ate_result.est_aligned, title, markers=markers,
+                      errors_m=ate_result.errors_m)
+
+
+def _load_map(args: argparse.Namespace, calibration: Any) -> Any:
+    """The map of ``--load-map`` (checked against the camera and sensor), or None."""
+    if args.localize and args.load_map is None:
+        raise ConfigError("--localize needs --load-map")
+    if args.load_map is None:
+        return None
+    from slam.map.persistence import load_map
+
+    loaded = load_map(args.load_map, calibration=calibration, sensor=args.sensor)
+    return loaded.map
 
 
 def execute(args: argparse.Namespace) -> int:
     """Run ``slam run``; see :func:`register` for the options."""
     from slam.config import load_config
 
-    config = load_config(args.config, parse_overrides(args.overrides))
+    overrides = parse_overrides(args.overrides)
+    if args.no_loop:
+        overrides["loop.enabled"] = False
+    config = load_config(args.config, overrides)
     source, calibration = _open(args)
     try:
         from slam import system  # after the inputs are checked: errors come fast
 
+        initial_map = _load_map(args, calibration)
         gt = source.ground_truth()
         log.info(
             "%s: %s frames, sensor %s", source.name, getattr(source, "length", None), args.sensor
@@ -227,6 +270,9 @@ def execute(args: argparse.Namespace) -> int:
             config,
             realtime=args.realtime,
             progress=not args.no_progress,
+            initial_map=initial_map,
+            localization_only=args.localize,
+            save_map=args.save_map,
         )
     finally:
         close = getattr(source, "close", None)
@@ -239,6 +285,6 @@ def execute(args: argparse.Namespace) -> int:
     if args.stats is not None:
         write_json(args.stats, stats)
     if args.plot is not None:
-        _plot(args.plot, gt, est, ate_result, f"{source.name} ({args.sensor})")
+        _plot(args.plot, gt, est, ate_result, f"{source.name} ({args.sensor})", result.loops)
     print(summary_line(stats), flush=True)
     return 0

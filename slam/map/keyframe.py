@@ -18,7 +18,8 @@ class KeyFrame:
     ``frame`` holds the features (its ``point_ids`` are the keyframe's
     associations); ``T_cam_world`` (4x4) is the optimised pose; ``covisible``
     maps neighbour keyframe id -> number of shared map points (>= 15, or the best
-    one); ``parent_id`` / ``children`` form the spanning tree.
+    one); ``parent_id`` / ``children`` form the spanning tree; ``loop_edges`` the
+    keyframes a loop closure linked it to (such keyframes are never culled).
     """
 
     id: int
@@ -30,6 +31,7 @@ class KeyFrame:
     children: set[int] = field(default_factory=set)
     bad: bool = False
     T_cam_parent: NDArray[np.float64] | None = None
+    loop_edges: set[int] = field(default_factory=set)
 
     @property
     def timestamp(self) -> float:

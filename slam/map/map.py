@@ -104,6 +104,25 @@ class Map:
             mp = self.points.get(pid)
             return mp if mp is not None and not mp.bad else None
 
+    def keyframe_pose(self, kf_id: int) -> NDArray[np.float64]:
+        """``T_cam_world`` (4x4) of a keyframe; a culled one follows its parent chain."""
+        with self.lock:
+            kf = self.keyframes[kf_id]
+            T_rel = np.eye(4)
+            hops = 0
+            while kf.bad and kf.T_cam_parent is not None and hops < 10000:
+                T_rel = T_rel @ kf.T_cam_parent
+                kf = self.keyframes[kf.parent_id]
+                hops += 1
+            return T_rel @ kf.T_cam_world
+
+    def add_loop_edge(self, kf_a: int, kf_b: int) -> None:
+        """Remember that a loop closure linked two keyframes."""
+        with self.lock:
+            self.keyframes[kf_a].loop_edges.add(kf_b)
+            self.keyframes[kf_b].loop_edges.add(kf_a)
+            self.version += 1
+
     def good_keyframes(self) -> list[KeyFrame]:
         with self.lock:
             return [kf for kf in self.keyframes.values() if not kf.bad]
@@ -326,7 +345,7 @@ class Map:
         """Remove a keyframe: drop its observations and re-link the spanning tree."""
         with self.lock:
             kf = self.keyframes.get(kf_id)
-            if kf is None or kf.bad or kf_id == self.origin_kf_id:
+            if kf is None or kf.bad or kf_id == self.origin_kf_id or kf.loop_edges:
                 return
             for other in list(kf.covisible):
                 okf = self.keyframes.get(other)

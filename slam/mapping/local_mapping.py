@@ -4,7 +4,9 @@ Tracking submits keyframe ids to a bounded queue. For each keyframe the mapper
 links it into the covisibility graph, culls recent points, triangulates new
 points with its neighbours, fuses duplicates, runs local bundle adjustment
 (Numba, GIL released) and culls redundant keyframes. A newly submitted keyframe
-sets the abort flag so that a running BA yields.
+sets the abort flag so that a running BA yields. Each keyframe is processed under
+``work_lock``, which loop closing holds (:meth:`LocalMapper.paused`) while it corrects
+the map; finished keyframes go on to ``on_done`` (the loop closer).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -34,6 +37,7 @@ class LocalMapper:
     def __init__(
         self, cfg: SlamConfig, calib: Calibration, sensor: Sensor, slam_map: Map,
         scale_factors: np.ndarray, threaded: bool = True,
+        on_done: Callable[[int], None] | None = None,
     ) -> None:
         self.cfg = cfg.mapping
         self.sensor = sensor
@@ -54,6 +58,8 @@ class LocalMapper:
         self.ba_ms: list[float] = []
         self.kf_ms: list[float] = []
         self._error: BaseException | None = None
+        self.work_lock = threading.RLock()
+        self.on_done = on_done
         self._thread: threading.Thread | None = None
         if threaded:
             self._thread = threading.Thread(target=self._run, name="local-mapping", daemon=True)
@@ -64,7 +70,7 @@ class LocalMapper:
         """Queue a keyframe (blocks while the queue is full: back-pressure)."""
         self._raise_if_failed()
         if not self.threaded:
-            self.process(kf_id)
+            self._process_and_hand_over(kf_id)
             return
         self.abort_flag[0] = 1
         self._busy.set()
@@ -84,6 +90,11 @@ class LocalMapper:
 
     def interrupt(self) -> None:
         self.abort_flag[0] = 1
+
+    def paused(self) -> threading.RLock:
+        """Context manager that keeps local mapping between keyframes while held."""
+        self.abort_flag[0] = 1
+        return self.work_lock
 
     def flush(self, timeout: float = 120.0) -> None:
         """Wait until every queued keyframe has been processed."""
@@ -110,8 +121,7 @@ class LocalMapper:
                 return
             try:
                 self._busy.set()
-                self.abort_flag[0] = 0
-                self.process(kf_id)
+                self._process_and_hand_over(kf_id)
             except BaseException as exc:  # surfaced to the tracking thread
                 log.exception("local mapping failed on keyframe %d", kf_id)
                 self._error = exc
@@ -120,6 +130,13 @@ class LocalMapper:
             finally:
                 if self.queue.empty():
                     self._busy.clear()
+
+    def _process_and_hand_over(self, kf_id: int) -> None:
+        with self.work_lock:
+            self.abort_flag[0] = 0
+            self.process(kf_id)
+        if self.on_done is not None:
+            self.on_done(kf_id)
 
     def process(self, kf_id: int) -> None:
         """All local-mapping steps for one keyframe."""

@@ -1,6 +1,6 @@
 """A :class:`FrameSource` that renders the synthetic room lazily, with exact ground truth.
 
-URI form: ``synthetic:KIND[?n_frames=N&seed=S&width=W&height=H&noise=SIGMA&blur=SIGMA]``
+URI form: ``synthetic:KIND[?n_frames=N&seed=S&width=W&height=H&noise=SIGMA&blur=SIGMA&laps=L]``
 with KIND one of ``loop``, ``forward``, ``sideways`` (see :func:`parse_synthetic_uri`).
 """
 
@@ -100,20 +100,25 @@ def synthetic_calibration(sensor: str, width: int = 640, height: int = 480) -> C
 
 def make_synthetic_source(kind: str = "loop", sensor: str = "mono", n_frames: int | None = None,
                           seed: int = 0, width: int = 640, height: int = 480,
-                          blur_sigma: float = 0.0, noise_sigma: float = 0.0) -> SyntheticSource:
+                          blur_sigma: float = 0.0, noise_sigma: float = 0.0,
+                          laps: float = 1.0) -> SyntheticSource:
     """Source over :func:`room_scene(seed)` along the ``kind`` trajectory at 30 Hz.
 
-    ``n_frames`` defaults to 300 (loop), 150 (forward) or 90 (sideways).
+    ``n_frames`` defaults to 300 per lap (loop; ``laps`` > 1 revisits the start),
+    150 (forward) or 90 (sideways).
     """
     if kind not in _TRAJECTORIES:
         raise DataSourceError(f"unknown synthetic sequence {kind!r}; "
                               f"expected one of {sorted(_TRAJECTORIES)}")
     if width < 16 or height < 16:
         raise DataSourceError(f"synthetic image size {width}x{height} is too small")
-    n = _DEFAULT_FRAMES[kind] if n_frames is None else int(n_frames)
+    if laps != 1.0 and kind != "loop":
+        raise DataSourceError(f"laps applies to the loop sequence only, not {kind!r}")
+    n = round(_DEFAULT_FRAMES[kind] * laps) if n_frames is None else int(n_frames)
     if n < 2:
         raise DataSourceError(f"a synthetic sequence needs at least 2 frames, got {n}")
-    trajectory = _TRAJECTORIES[kind](n_frames=n)
+    trajectory = (loop_trajectory(n_frames=n, laps=laps) if kind == "loop"
+                  else _TRAJECTORIES[kind](n_frames=n))
     calibration = synthetic_calibration(sensor if sensor in ("stereo", "rgbd") else "mono",
                                         width, height)
     log.info("synthetic:%s %s, %d frames %dx%d, seed %d", kind, sensor, n, width, height, seed)
@@ -125,13 +130,13 @@ def make_synthetic_source(kind: str = "loop", sensor: str = "mono", n_frames: in
 _URI_PARAMS: dict[str, tuple[str, Callable[[str], float | int]]] = {
     "n_frames": ("n_frames", int), "n": ("n_frames", int), "seed": ("seed", int),
     "width": ("width", int), "height": ("height", int),
-    "noise": ("noise_sigma", float), "blur": ("blur_sigma", float),
+    "noise": ("noise_sigma", float), "blur": ("blur_sigma", float), "laps": ("laps", float),
 }
 
 
 def parse_synthetic_uri(uri: str, sensor: str) -> SyntheticSource:
     """Source of ``synthetic:KIND[?key=value&...]`` (keys: n_frames (or n), seed, width,
-    height, noise, blur) for ``sensor`` ('mono', 'stereo' or 'rgbd')."""
+    height, noise, blur, laps) for ``sensor`` ('mono', 'stereo' or 'rgbd')."""
     scheme, sep, rest = uri.partition(":")
     if scheme != "synthetic" or not sep:
         raise DataSourceError(f"not a synthetic URI: {uri!r} (expected synthetic:KIND)")

@@ -47,16 +47,19 @@ def _check(n_frames: int, fps: float) -> None:
 
 
 def loop_trajectory(n_frames: int = 300, radius: float = 1.0, centre: Vec3 = ROOM_CENTRE,
-                    fps: float = 30.0, t0: float = 0.0) -> Trajectory:
+                    fps: float = 30.0, t0: float = 0.0, laps: float = 1.0) -> Trajectory:
     """Closed horizontal circle of ``radius`` m around ``centre``, camera looking outwards
     at the walls with a yaw sway of ~17 deg, some pitch, roll and height change.
 
-    Frame ``n_frames`` would coincide with frame 0, so the sequence closes a loop.
-    With the default 300 frames a step is ~2 cm and at most ~2 deg; fewer frames
-    mean proportionally larger steps.
+    The ``n_frames`` frames go ``laps`` times round: with one lap, frame ``n_frames``
+    would coincide with frame 0, so the sequence closes a loop; more than one lap
+    revisits the start (for loop closing). With 300 frames per lap a step is ~2 cm and
+    at most ~2 deg; fewer frames per lap mean proportionally larger steps.
     """
     _check(n_frames, fps)
-    theta = 2.0 * np.pi * np.arange(n_frames) / n_frames
+    if not 0 < laps <= 10:
+        raise ConfigError(f"laps must be in (0, 10], got {laps}")
+    theta = 2.0 * np.pi * laps * np.arange(n_frames) / n_frames
     c = np.asarray(centre, dtype=np.float64)
     pos = np.stack([c[0] + radius * np.cos(theta), c[1] + radius * np.sin(theta),
                     c[2] + 0.15 * np.sin(2 * theta)], axis=1)

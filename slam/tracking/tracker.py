@@ -26,9 +26,11 @@ from slam.map.frame import Frame
 from slam.map.keyframe import KeyFrame
 from slam.map.map import Map
 from slam.optim.pose_only import optimize_pose
+from slam.place.recognizer import PlaceRecognizer
 from slam.tracking.frontend import FrameBuilder
 from slam.tracking.initializer import MonocularInitializer, add_depth_points, initialize_from_depth
 from slam.tracking.projection import match_projected, project_into
+from slam.tracking.relocalization import relocalize
 from slam.tracking.state import TrackResult, TrackState
 
 log = logging.getLogger(__name__)
@@ -52,7 +54,8 @@ class Tracker:
 
     def __init__(
         self, cfg: SlamConfig, calib: Calibration, sensor: Sensor, slam_map: Map,
-        mapping: MappingLink | None = None,
+        mapping: MappingLink | None = None, place: PlaceRecognizer | None = None,
+        *, localization_only: bool = False,
     ) -> None:
         self.cfg = cfg
         self.tcfg = cfg.tracking
@@ -60,6 +63,8 @@ class Tracker:
         self.sensor = sensor
         self.map = slam_map
         self.mapping = mapping or MappingLink()
+        self.place = place
+        self.localization_only = localization_only
         self.K = calib.camera.K
         self.builder = FrameBuilder(calib, cfg.features, sensor)
         self.bf = self.builder.bf
@@ -76,6 +81,30 @@ class Tracker:
         self.n_inliers = 0
         self._frame_counter = 0
         self._recovered_at = -10
+        self.relocalizations = 0
+        self.relocalized_frames: list[int] = []
+        self._last_T_cam_ref: tuple[int, NDArray[np.float64]] | None = None
+        self._map_corrected = False
+
+    def notify_map_corrected(self) -> None:
+        """Loop closing moved keyframes: re-pose the last frame before the next one."""
+        self._map_corrected = True
+
+    def start_lost(self) -> None:
+        """Begin against an existing (loaded) map: the first frame relocalises."""
+        self.state = TrackState.LOST
+        self.mono_init = None
+
+    def reset(self) -> None:
+        """Forget the tracking state (the map was cleared for a new one)."""
+        self.state = TrackState.INITIALIZING
+        if self.sensor == "mono":
+            self.mono_init = MonocularInitializer(self.K, self.tcfg.min_init_map_points)
+        self.last_frame = None
+        self.velocity = None
+        self.ref_kf = None
+        self.local_kf_ids = []
+        self._last_T_cam_ref = None
 
     # ------------------------------------------------------------------ entry
     def track(self, sf: SensorFrame) -> TrackResult:
@@ -86,6 +115,8 @@ class Tracker:
         is_kf = False
         for_init = self.state == TrackState.INITIALIZING and self.sensor == "mono"
         frame = self.builder.build(sf, fid, for_init=for_init)
+        if self._map_corrected:
+            self._rebase_last_frame()
         if self.state == TrackState.INITIALIZING:
             ok = self._initialize(frame)
             is_kf = ok
@@ -112,6 +143,20 @@ class Tracker:
             )
         self.state = TrackState.TRACKING
         self.last_frame = frame
+        if self.ref_kf is not None:
+            assert frame.T_cam_world is not None
+            with self.map.lock:
+                T_cam_ref = frame.T_cam_world @ self.ref_kf.T_world_cam
+            self._last_T_cam_ref = (self.ref_kf.id, T_cam_ref)
+
+    def _rebase_last_frame(self) -> None:
+        """After a loop correction the last frame's pose follows its reference keyframe."""
+        self._map_corrected = False
+        if self.last_frame is None or self._last_T_cam_ref is None:
+            return
+        ref_id, T_cam_ref = self._last_T_cam_ref
+        if ref_id in self.map.keyframes:
+            self.last_frame.T_cam_world = T_cam_ref @ self.map.keyframe_pose(ref_id)
 
     # ---------------------------------------------------------- initialisation
     def _initialize(self, frame: Frame) -> bool:
@@ -259,7 +304,27 @@ class Tracker:
         return len(i1)
 
     def _recover(self, frame: Frame) -> bool:
-        """Lost: match the points of the local map and of the latest keyframes by
+        """Motion model and reference keyframe failed (or the tracker is lost):
+        relocalise by place recognition; else match the local map."""
+        ok = False
+        if self.place is not None:
+            kf_id = relocalize(frame, self.map, self.place, self.K, self._optimize,
+                               max_candidates=self.cfg.place.max_candidates,
+                               min_inliers=self.cfg.relocalization.min_inliers)
+            if kf_id is not None:
+                self.ref_kf = self.map.keyframes[kf_id]
+                self.local_kf_ids = [kf_id]
+                ok = True
+        if not ok:
+            ok = self._recover_local(frame)
+        if ok:
+            self._recovered_at = frame.id
+            self.relocalizations += 1
+            self.relocalized_frames.append(frame.id)
+        return ok
+
+    def _recover_local(self, frame: Frame) -> bool:
+        """Match the points of the local map and of the latest keyframes by
         descriptor, then PnP-RANSAC and pose-only optimisation."""
         recent = [kf.id for kf in self.map.good_keyframes()][-self.tcfg.recovery_keyframes:]
         kf_ids = set(self.local_kf_ids) | set(recent)
@@ -280,7 +345,6 @@ class Tracker:
         frame.T_cam_world = res.T_cam_world
         ok = self._optimize(frame) >= 30
         if ok:
-            self._recovered_at = frame.id
             log.info("frame %d: recovered against the local map", frame.id)
         return ok
 
@@ -315,7 +379,9 @@ class Tracker:
     def _track_local_map(self, frame: Frame) -> bool:
         local = self._update_local_keyframes(frame)
         matched = frame.point_ids[frame.point_ids >= 0]
-        self.map.count_visible(matched)
+        counting = not self.localization_only  # a localisation-only map stays as loaded
+        if counting:
+            self.map.count_visible(matched)
         pids = np.setdiff1d(self.map.point_ids_of(local), matched, assume_unique=False)
         pts = self.map.point_arrays(pids)
         if len(pts):
@@ -332,9 +398,11 @@ class Tracker:
                                       th_high=self.tcfg.hamming_threshold_high,
                                       ratio=self.tcfg.match_ratio)
             frame.point_ids[kp] = pts.ids[sel]
-            self.map.count_visible(pts.ids[proj.keep])
+            if counting:
+                self.map.count_visible(pts.ids[proj.keep])
         n = self._optimize(frame)
-        self.map.count_found(frame.point_ids[frame.point_ids >= 0])
+        if counting:
+            self.map.count_found(frame.point_ids[frame.point_ids >= 0])
         self.n_inliers = n
         return n >= self.tcfg.min_tracked_points
 
@@ -379,7 +447,7 @@ class Tracker:
         return self.sensor != "mono" and self.mapping.queue_depth() < 3
 
     def _maybe_insert_keyframe(self, frame: Frame) -> bool:
-        if not self._need_keyframe(frame):
+        if self.localization_only or not self._need_keyframe(frame):
             return False
         assert frame.T_cam_world is not None
         kf = KeyFrame(self.map.new_keyframe_id(), frame, frame.T_cam_world.copy())

@@ -87,6 +87,9 @@ class FakeSystem:
         *,
         realtime: bool = False,
         progress: bool = True,
+        initial_map: Any = None,
+        localization_only: bool = False,
+        save_map: Any = None,
     ) -> Any:
         frames = list(source)
         self.calls.append(
@@ -97,6 +100,9 @@ class FakeSystem:
                 realtime=realtime,
                 progress=progress,
                 frames=len(frames),
+                initial_map=initial_map,
+                localization_only=localization_only,
+                save_map=save_map,
             )
         )
         gt = ground_truth()
@@ -117,6 +123,7 @@ class FakeSystem:
             trajectory=Trajectory(gt.stamps[: len(frames)], poses),
             stats=stats,
             track_ms=self.track_ms[: len(frames)],
+            loops=[],
         )
 
 

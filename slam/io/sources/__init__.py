@@ -18,7 +18,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from slam.errors import DataSourceError
-from slam.io.sources.base import SENSORS, BoundedReader, FrameSource, LimitedSource
+from slam.io.sources.base import (
+    SENSORS,
+    BoundedReader,
+    FrameSource,
+    LimitedSource,
+    SkippedSpanSource,
+)
 from slam.io.sources.euroc import EurocSource
 from slam.io.sources.kitti import KittiSource
 from slam.io.sources.tum import TumSource
@@ -32,6 +38,7 @@ __all__ = [
     "ImageFolderSource",
     "KittiSource",
     "LimitedSource",
+    "SkippedSpanSource",
     "TumSource",
     "VideoSource",
     "WebcamSource",

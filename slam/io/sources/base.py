@@ -274,3 +274,45 @@ class LimitedSource:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._source, name)
+
+
+class SkippedSpanSource:
+    """A kidnapped camera: frames ``start <= index < stop`` (0-based, in reading
+    order) are left out, the first ``blank`` of them replaced by black frames (the
+    lens covered while the camera is carried away). Other attributes pass through."""
+
+    def __init__(self, source: FrameSource, start: int, stop: int, blank: int = 0) -> None:
+        if not 0 <= start < stop or not 0 <= blank <= stop - start:
+            raise DataSourceError(f"invalid span of frames to skip: {start}:{stop} "
+                                  f"({blank} blank)")
+        self._source = source
+        self.start = start
+        self.stop = stop
+        self.blank = blank
+
+    @property
+    def length(self) -> int | None:
+        n = self._source.length
+        if n is None:
+            return None
+        return n - max(0, min(n, self.stop) - min(n, self.start)) + min(
+            self.blank, max(0, n - self.start))
+
+    def __iter__(self) -> Iterator[SensorFrame]:
+        for i, sf in enumerate(iter(self._source)):
+            if not self.start <= i < self.stop:
+                yield sf
+            elif i - self.start < self.blank:
+                yield _blanked(sf)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._source, name)
+
+
+def _blanked(sf: SensorFrame) -> SensorFrame:
+    """``sf`` with every image black and no depth."""
+    def black(a: NDArray[Any] | None) -> NDArray[Any] | None:
+        return None if a is None else np.zeros_like(a)
+
+    return SensorFrame(sf.index, sf.timestamp, np.zeros_like(sf.image), black(sf.right),
+                       black(sf.depth_m), black(sf.color))

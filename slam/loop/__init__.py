@@ -1,0 +1,1 @@
+"""Loop closing: detection, Sim(3)/SE(3) alignment, essential-graph optimisation."""

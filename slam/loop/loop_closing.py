@@ -1,0 +1,178 @@
+"""The loop-closing thread.
+
+Local mapping hands over each keyframe it has finished. The loop closer describes
+it for place recognition, looks for consistent loop candidates, verifies them
+geometrically, corrects the map (local mapping paused, tracking running), starts a
+global BA in the background, and finally adds the keyframe to the place database
+(which relocalisation also queries). With detection off it only keeps the database.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+
+import numpy as np
+
+from slam.config import SlamConfig
+from slam.loop.correction import CorrectionParams, correct_loop
+from slam.loop.detection import LoopDetector
+from slam.loop.global_ba import GlobalBundleAdjuster
+from slam.loop.verify import LoopMatch, VerifyParams, verify_candidates
+from slam.map.map import Map
+from slam.place.recognizer import PlaceDescriptor, PlaceRecognizer
+
+log = logging.getLogger(__name__)
+_STOP = -1
+
+
+@dataclass
+class LoopEvent:
+    """One closed loop: the keyframes it joined and when (keyframe timestamps, s)."""
+
+    cur_kf_id: int
+    loop_kf_id: int
+    stamp: float
+    loop_stamp: float
+    scale: float
+    n_matches: int
+
+
+class LoopCloser:
+    """Loop detection and correction, in a thread of its own or inline."""
+
+    def __init__(
+        self, cfg: SlamConfig, slam_map: Map, recognizer: PlaceRecognizer,
+        K: np.ndarray, bf: float, fix_scale: bool,
+        pause_mapping: Callable[[], AbstractContextManager[object]],
+        on_corrected: Callable[[], None] = lambda: None,
+        *, detect: bool = True, threaded: bool = True,
+    ) -> None:
+        self.cfg = cfg.loop
+        self.map = slam_map
+        self.recognizer = recognizer
+        self.detect_loops = detect and cfg.loop.enabled
+        self.pause_mapping = pause_mapping
+        self.on_corrected = on_corrected
+        self.detector = LoopDetector(slam_map, recognizer, cfg.loop.consistency,
+                                     cfg.place.max_candidates)
+        self.verify_params = VerifyParams(cfg.loop.min_matches, cfg.loop.min_inliers,
+                                          cfg.loop.min_projected_matches, fix_scale)
+        scale_factors = np.asarray(cfg.features.scale_factor ** np.arange(cfg.features.n_levels),
+                                   np.float64)
+        self.correction = CorrectionParams(K, bf, scale_factors, fix_scale,
+                                           cfg.loop.essential_graph_min_weight,
+                                           cfg.loop.pose_graph_iterations)
+        self.global_ba = GlobalBundleAdjuster(slam_map, K, bf, cfg.loop.global_ba_iterations,
+                                              pause_mapping, on_corrected)
+        self.descriptors: dict[int, PlaceDescriptor] = {}
+        self.events: list[LoopEvent] = []
+        self.detect_ms: list[float] = []
+        self.threaded = threaded
+        self._last_loop_kf = -(10**9)
+        self._rng = np.random.default_rng(0)
+        self.queue: queue.Queue[int] = queue.Queue(maxsize=64)
+        self._busy = threading.Event()
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        if threaded:
+            self._thread = threading.Thread(target=self._run, name="loop-closing", daemon=True)
+            self._thread.start()
+
+    # --- interface -------------------------------------------------------------
+    def submit(self, kf_id: int) -> None:
+        """Hand over a keyframe local mapping has finished."""
+        if self._error is not None:
+            raise RuntimeError("loop closing failed") from self._error
+        if not self.threaded:
+            self.process(kf_id)
+            return
+        self._busy.set()
+        self.queue.put(kf_id)
+
+    def is_idle(self) -> bool:
+        return self.queue.empty() and not self._busy.is_set()
+
+    def flush(self, timeout: float = 300.0) -> None:
+        """Wait until queued keyframes are processed and a running global BA is done."""
+        t_end = time.monotonic() + timeout
+        while not self.is_idle() and time.monotonic() < t_end:
+            time.sleep(0.005)
+        self.global_ba.wait()
+        if self._error is not None:
+            raise RuntimeError("loop closing failed") from self._error
+
+    def stop(self) -> None:
+        self.global_ba.abort()
+        if self._thread is not None and self._thread.is_alive():
+            self.queue.put(_STOP)
+            self._thread.join(timeout=30)
+
+    def reset(self) -> None:
+        """Forget everything (a new map was started)."""
+        self.global_ba.abort()
+        self.recognizer.clear()
+        self.descriptors.clear()
+        self.detector.reset()
+
+    # --- work -------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            kf_id = self.queue.get()
+            if kf_id == _STOP:
+                return
+            try:
+                self._busy.set()
+                self.process(kf_id)
+            except BaseException as exc:  # surfaced to the caller of submit/flush
+                log.exception("loop closing failed on keyframe %d", kf_id)
+                self._error = exc
+                return
+            finally:
+                if self.queue.empty():
+                    self._busy.clear()
+
+    def process(self, kf_id: int) -> None:
+        """Describe, detect, verify and correct for one keyframe; then index it."""
+        with self.map.lock:
+            kf = self.map.keyframes.get(kf_id)
+            if kf is None or kf.bad:
+                return
+            descriptors = kf.frame.descriptors
+        desc = self.recognizer.describe(descriptors)
+        self.descriptors[kf_id] = desc
+        if self.detect_loops and self._may_search(kf_id):
+            t0 = time.perf_counter()
+            candidates = self.detector.detect(kf, desc, self.descriptors)
+            lm = None
+            if candidates:
+                lm = verify_candidates(self.map, kf, candidates, self.correction.K,
+                                       self.verify_params, self._rng)
+            self.detect_ms.append((time.perf_counter() - t0) * 1e3)
+            if lm is not None:
+                self._close(lm)
+        self.recognizer.add(kf_id, desc)
+
+    def _may_search(self, kf_id: int) -> bool:
+        return (self.map.n_keyframes() > self.cfg.min_keyframes_between
+                and kf_id >= self._last_loop_kf + self.cfg.min_keyframes_between)
+
+    def _close(self, lm: LoopMatch) -> None:
+        self.global_ba.abort()
+        with self.pause_mapping():
+            correct_loop(self.map, lm, self.correction)
+        self.on_corrected()
+        self._last_loop_kf = lm.cur_kf_id
+        self.detector.reset()
+        with self.map.lock:
+            t_cur = self.map.keyframes[lm.cur_kf_id].timestamp
+            t_loop = self.map.keyframes[lm.loop_kf_id].timestamp
+        self.events.append(LoopEvent(lm.cur_kf_id, lm.loop_kf_id, t_cur, t_loop, lm.scale,
+                                     len(lm.matches)))
+        if self.cfg.global_ba_iterations > 0:
+            self.global_ba.start(threaded=self.threaded)
