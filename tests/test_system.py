@@ -92,3 +92,42 @@ def test_keyframes_of_the_map_stay_consistent_after_a_run() -> None:
     for mp in m.points.values():
         for kid, idx in mp.observations.items():
             assert m.keyframes[kid].point_ids[idx] == mp.id
+
+
+def test_monocular_starts_a_new_map_when_relocalisation_fails_too_long() -> None:
+    # 120 frames, then 3 s of black frames (longer than the 2 s allowed here), then
+    # 60 frames of a part of the room never mapped: a new map, the old poses kept.
+    from slam.io.sources import SkippedSpanSource
+
+    source = make_synthetic_source("loop", "mono", laps=1.4)
+    assert source.calibration is not None
+    seq = LimitedSource(SkippedSpanSource(source, 120, 230, blank=90), 120 + 90 + 60)
+    cfg = load_config(overrides={"relocalization.new_map_after_s": 2.0})
+    res = run_offline(seq, "mono", source.calibration, cfg, progress=False)
+    assert res.stats["maps"] == 2
+    stamps = res.trajectory.stamps
+    assert np.count_nonzero(stamps < 4.0) >= 100  # the first map's poses survive
+    assert np.count_nonzero(stamps > 230 / 30.0) >= 20  # the new map tracks
+    assert np.all(np.diff(stamps) > 0)
+
+
+def test_localisation_only_tracks_a_saved_map_without_changing_it(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from slam.map.persistence import load_map
+
+    source = make_synthetic_source("sideways", "rgbd")
+    assert source.calibration is not None
+    path = tmp_path / "sideways.map"
+    run_offline(source, "rgbd", source.calibration, load_config(), progress=False,
+                save_map=path)
+    loaded = load_map(path, calibration=source.calibration, sensor="rgbd")
+    version = loaded.map.version
+    xyz = loaded.map.store.xyz.copy()
+    res = run_offline(source, "rgbd", loaded.calibration, load_config(), progress=False,
+                      initial_map=loaded.map, localization_only=True)
+    assert res.stats["tracked_frames"] == res.stats["frames"]
+    assert res.relocalized_frames[:1] == [0]  # the first frame finds its place
+    assert loaded.map.version == version
+    assert np.array_equal(loaded.map.store.xyz, xyz)
+    gt = source.ground_truth()
+    assert gt is not None
+    assert ate(gt, res.trajectory, "se3").rmse_m < 0.01

@@ -5,7 +5,11 @@ its covisible neighbours sets the bar; database keyframes above the bar that are
 its neighbours are candidates; candidates are grouped with their own covisible
 neighbours, the groups are scored by accumulated similarity and only groups within
 75 % of the best survive. A candidate is accepted once groups overlapping its group
-were found for ``consistency`` consecutive keyframes.
+were found for ``consistency`` consecutive keyframes. The others are returned as
+*early* candidates with the number of consecutive keyframes that support them so far;
+the loop closer accepts one when the loop also shows in enough covisible neighbours
+of the current keyframe to make up the rest (as ORB-SLAM3 does, so that a loop need
+not wait for new keyframes).
 """
 
 from __future__ import annotations
@@ -45,8 +49,9 @@ class LoopDetector:
 
     def detect(
         self, kf: KeyFrame, desc: PlaceDescriptor, descriptors: dict[int, PlaceDescriptor],
-    ) -> list[int]:
-        """Keyframe ids that are consistent loop candidates for ``kf`` (best first).
+    ) -> tuple[list[int], list[tuple[int, int]]]:
+        """Consistent loop candidates for ``kf`` (keyframe ids, best first), and early
+        ones as (id, consecutive keyframes supporting it including ``kf``).
 
         ``descriptors`` holds the place descriptors of keyframes seen so far (for the
         similarity to the covisible neighbours).
@@ -64,11 +69,15 @@ class LoopDetector:
         hits = self.recognizer.query(desc, 5 * self.max_candidates, exclude)
         scores = {k: s for k, s in hits if s >= min_score}
         candidates = self._best_groups(scores)
-        accepted = self._update_consistency(candidates)
+        counts = self._update_consistency(candidates)
+        accepted = [k for k, c in counts.items() if c >= self.consistency]
+        early = sorted(((k, c) for k, c in counts.items() if c < self.consistency),
+                       key=lambda kc: -scores[kc[0]])
         if accepted:
             log.debug("keyframe %d: loop candidates %s (min score %.3f)", kf.id, accepted,
                       min_score)
-        return accepted
+        accepted.sort(key=lambda k: -scores[k])
+        return accepted, early
 
     def _best_groups(self, scores: dict[int, float]) -> dict[int, frozenset[int]]:
         """Candidates whose covisibility group scores within 75 % of the best group."""
@@ -86,8 +95,9 @@ class LoopDetector:
         best = max(acc for acc, _ in groups.values())
         return {k: g for k, (acc, g) in groups.items() if acc >= 0.75 * best}
 
-    def _update_consistency(self, candidates: dict[int, frozenset[int]]) -> list[int]:
-        accepted: list[int] = []
+    def _update_consistency(self, candidates: dict[int, frozenset[int]]) -> dict[int, int]:
+        """Consecutive keyframes (this one included) supporting each candidate."""
+        counts: dict[int, int] = {}
         new_groups: list[_Group] = []
         for k, members in candidates.items():
             count = 0
@@ -95,7 +105,6 @@ class LoopDetector:
                 if g.members & members:
                     count = max(count, g.count + 1)
             new_groups.append(_Group(members, count))
-            if count + 1 >= self.consistency:
-                accepted.append(k)
+            counts[k] = count + 1
         self._groups = new_groups
-        return accepted
+        return counts

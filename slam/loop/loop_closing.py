@@ -23,7 +23,13 @@ from slam.config import SlamConfig
 from slam.loop.correction import CorrectionParams, correct_loop
 from slam.loop.detection import LoopDetector
 from slam.loop.global_ba import GlobalBundleAdjuster
-from slam.loop.verify import LoopMatch, VerifyParams, verify_candidates
+from slam.loop.verify import (
+    LoopMatch,
+    VerifyParams,
+    confirmed_by_neighbours,
+    verify_candidates,
+)
+from slam.map.keyframe import KeyFrame
 from slam.map.map import Map
 from slam.place.recognizer import PlaceDescriptor, PlaceRecognizer
 
@@ -148,15 +154,35 @@ class LoopCloser:
         self.descriptors[kf_id] = desc
         if self.detect_loops and self._may_search(kf_id):
             t0 = time.perf_counter()
-            candidates = self.detector.detect(kf, desc, self.descriptors)
+            consistent, early = self.detector.detect(kf, desc, self.descriptors)
             lm = None
-            if candidates:
-                lm = verify_candidates(self.map, kf, candidates, self.correction.K,
+            if consistent:
+                lm = verify_candidates(self.map, kf, consistent, self.correction.K,
                                        self.verify_params, self._rng)
+            if lm is None and early:
+                lm = self._verify_early(kf, early[:3])
             self.detect_ms.append((time.perf_counter() - t0) * 1e3)
             if lm is not None:
                 self._close(lm)
         self.recognizer.add(kf_id, desc)
+
+    def _verify_early(self, kf: KeyFrame, early: list[tuple[int, int]]) -> LoopMatch | None:
+        """A candidate supported by fewer consecutive keyframes than ``consistency``,
+        accepted when the loop also shows in enough covisible neighbours of ``kf``."""
+        support = dict(early)
+        lm = verify_candidates(self.map, kf, list(support), self.correction.K,
+                               self.verify_params, self._rng)
+        log.debug("keyframe %d: early candidates %s -> %s", kf.id, early,
+                  None if lm is None else lm.loop_kf_id)
+        if lm is None:
+            return None
+        need = self.cfg.consistency - support[lm.loop_kf_id]
+        if need <= 0 or confirmed_by_neighbours(self.map, lm, self.correction.K, need,
+                                                self.cfg.min_projected_matches // 2):
+            log.debug("loop %d -> %d confirmed by covisible keyframes", lm.cur_kf_id,
+                      lm.loop_kf_id)
+            return lm
+        return None
 
     def _may_search(self, kf_id: int) -> bool:
         return (self.map.n_keyframes() > self.cfg.min_keyframes_between

@@ -90,24 +90,34 @@ def _align(
                             min_inliers=p.min_inliers, rng=rng)
     if est is None:
         return None
+    # Refine on the RANSAC inliers: far outliers would pull even a Huber-robust
+    # refinement off the consensus (seen on the synthetic loop).
+    r = est.inliers
+    a, x1, x2, pid_loop = a[r], x1[r], x2[r], pid2[i2][r]
+    b = b[r]
     S, inl = refine_sim3(est.S_cam1_cam2, x1, x2, f1.uv[a], f2.uv[b], f1.inv_sigma2[a],
                          f2.inv_sigma2[b], K, fix_scale=p.fix_scale)
     if int(inl.sum()) < p.min_inliers:
         return None
-    return S, a[inl], pid2[i2][inl]
+    return S, a[inl], pid_loop[inl]
+
+
+def _loop_group_points(slam_map: Map, cand: KeyFrame) -> NDArray[np.int64]:
+    """Point ids of the candidate and its best covisible keyframes."""
+    with slam_map.lock:
+        group = [cand.id] + [k for k in cand.best_covisible(10) if not slam_map.keyframes[k].bad]
+        return slam_map.point_ids_of(group)
 
 
 def _project_loop_points(
-    slam_map: Map, cur: KeyFrame, cand: KeyFrame, S_cur_world: NDArray[np.float64],
+    slam_map: Map, kf: KeyFrame, loop_pids: NDArray[np.int64], S_kf_world: NDArray[np.float64],
     K: NDArray[np.float64], known: dict[int, int],
-) -> tuple[dict[int, int], list[int]]:
-    """Match the candidate neighbourhood's points into ``cur`` at the loop pose."""
-    with slam_map.lock:
-        group = [cand.id] + [k for k in cand.best_covisible(10) if not slam_map.keyframes[k].bad]
-        loop_pids = slam_map.point_ids_of(group)
+) -> dict[int, int]:
+    """Match the loop side's points into ``kf`` posed at ``S_kf_world`` (keypoint index
+    -> point id, starting from ``known``)."""
     pts = slam_map.point_arrays(loop_pids)
-    T_proj, _scale = sim3_to_se3(S_cur_world)
-    f = cur.frame
+    T_proj, _scale = sim3_to_se3(S_kf_world)
+    f = kf.frame
     proj = project_into(f, T_proj, K, pts.xyz_world, pts.normals, pts.min_dist, pts.max_dist,
                         slam_map.scale_factor, slam_map.n_levels)
     matches = dict(known)
@@ -121,7 +131,33 @@ def _project_loop_points(
         )
         for j in np.flatnonzero(idx >= 0):
             matches.setdefault(int(idx[j]), int(pts.ids[proj.keep[j]]))
-    return matches, pts.ids.tolist()
+    return matches
+
+
+def confirmed_by_neighbours(
+    slam_map: Map, lm: LoopMatch, K: NDArray[np.float64], n_required: int, min_matches: int,
+) -> bool:
+    """Whether the loop also shows in ``n_required`` covisible neighbours of the
+    current keyframe: posed by the loop transform, each must match ``min_matches``
+    of the loop side's points."""
+    with slam_map.lock:
+        cur = slam_map.keyframes[lm.cur_kf_id]
+        T_world_cur = cur.T_world_cam
+        neighbours = [slam_map.keyframes[k] for k in cur.best_covisible(6)
+                      if not slam_map.keyframes[k].bad]
+        poses = [n.T_cam_world @ T_world_cur for n in neighbours]
+    pids = np.asarray(lm.loop_pids, np.int64)
+    n_ok = 0
+    for nkf, T_n_cur in zip(neighbours, poses):
+        if nkf.id == lm.loop_kf_id:
+            continue
+        matches = _project_loop_points(slam_map, nkf, pids, T_n_cur @ lm.S_cur_world, K, {})
+        log.debug("loop %d -> %d: neighbour %d matches %d", lm.cur_kf_id, lm.loop_kf_id,
+                  nkf.id, len(matches))
+        n_ok += len(matches) >= min_matches
+        if n_ok >= n_required:
+            return True
+    return False
 
 
 def verify_candidates(
@@ -142,10 +178,12 @@ def verify_candidates(
             S_cand_world = cand.T_cam_world.copy()
         S_cur_world = S_cur_cand @ S_cand_world
         known = {int(k): int(p) for k, p in zip(kp_cur, loop_pid)}
-        matches, loop_pids = _project_loop_points(slam_map, cur, cand, S_cur_world, K, known)
+        loop_pids = _loop_group_points(slam_map, cand)
+        matches = _project_loop_points(slam_map, cur, loop_pids, S_cur_world, K, known)
         log.debug("loop candidate %d for %d: %d inliers, %d projected matches", cid, cur.id,
                   len(known), len(matches))
         if len(matches) >= params.min_projected_matches:
             _, scale = sim3_to_se3(S_cur_world)
-            return LoopMatch(cur.id, cid, S_cur_world, scale, matches, loop_pids, len(known))
+            return LoopMatch(cur.id, cid, S_cur_world, scale, matches, loop_pids.tolist(),
+                             len(known))
     return None

@@ -502,3 +502,54 @@ def test_real_rgbd_run_on_the_start_of_fr1_rpy(
     assert stats["ate_alignment"] == "se3"
     assert stats["ate_rmse_m"] < 0.05
     assert "ATE" in capsys.readouterr().out
+
+
+def test_loop_map_and_kidnap_options_reach_the_system(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_system: FakeSystem
+) -> None:
+    use_source(monkeypatch, FakeSource(ground_truth()))
+    argv = ["--no-loop", "--skip-frames", "5:15", "--save-map", str(tmp_path / "m.map")]
+    assert run_fake(tmp_path, "rgbd", *argv) == 0
+    call = fake_system.calls[0]
+    assert call["config"].loop.enabled is False
+    assert call["frames"] == 40 - 10
+    assert call["save_map"] == tmp_path / "m.map"
+    assert call["initial_map"] is None and call["localization_only"] is False
+
+
+@pytest.mark.parametrize("argv, code, needle", [
+    (["--localize"], 2, "--load-map"),
+    (["--skip-frames", "9:3"], 3, "9:3"),
+    (["--skip-frames", "a:b"], 2, "START:STOP"),
+    (["--load-map", "MISSING"], 8, "MISSING"),
+    (["--load-map", "GARBAGE"], 8, "GARBAGE"),
+])
+def test_bad_map_and_kidnap_options_are_one_line_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_system: FakeSystem,
+    capsys: pytest.CaptureFixture[str], argv: list[str], code: int, needle: str,
+) -> None:
+    use_source(monkeypatch, FakeSource(ground_truth()))
+    (tmp_path / "GARBAGE").write_bytes(b"not a map at all")
+    argv = [str(tmp_path / a) if a in ("MISSING", "GARBAGE") else a for a in argv]
+    assert run_fake(tmp_path, "rgbd", *argv) == code
+    assert_one_error_line(capsys, needle)
+    assert fake_system.calls == []
+
+
+def test_map_saved_by_one_run_is_localised_in_by_the_next(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = "synthetic:sideways?n=40"
+    map_file = tmp_path / "side.map"
+    assert real_run(tmp_path, source, "rgbd", "--save-map", str(map_file)) == 0
+    assert map_file.is_file()
+    stats = tmp_path / "loc.json"
+    assert real_run(tmp_path, source, "rgbd", "--load-map", str(map_file), "--localize",
+                    "--stats", str(stats)) == 0
+    loc = json.loads(stats.read_text())
+    assert loc["tracked_frames"] == loc["frames"] == 40
+    assert loc["relocalisations"] >= 1 and loc["maps"] == 1
+    # The map of another sensor is refused with a clear message.
+    code = real_run(tmp_path, source, "stereo", "--load-map", str(map_file))
+    assert code == 8
+    assert_one_error_line(capsys, "rgbd")

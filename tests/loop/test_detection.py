@@ -66,7 +66,7 @@ def _map(n: int) -> Map:
 def _detect(det: LoopDetector, m: Map, kf_id: int) -> list[int]:
     kf = m.keyframes[kf_id]
     descs: dict[int, PlaceDescriptor] = {k: _Desc(k) for k in m.keyframes}
-    return det.detect(kf, _Desc(kf_id), descs)
+    return det.detect(kf, _Desc(kf_id), descs)[0]
 
 
 def test_a_candidate_is_accepted_after_consistent_consecutive_keyframes() -> None:

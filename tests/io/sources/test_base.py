@@ -147,3 +147,22 @@ def test_realtime_paces_by_timestamps() -> None:
     with BoundedReader(_frame(i, s) for i, s in enumerate(stamps)) as reader:
         list(reader)
     assert time.monotonic() - fast_start < 0.2
+
+
+def test_skipped_span_leaves_frames_out_and_blanks_the_first_of_them() -> None:
+    from slam.errors import DataSourceError
+    from slam.io.sources import SkippedSpanSource
+    from slam.synthetic.source import make_synthetic_source
+
+    source = make_synthetic_source("sideways", "rgbd", n_frames=12)
+    seq = SkippedSpanSource(source, 3, 8, blank=2)
+    frames = list(seq)
+    assert seq.length == len(frames) == 12 - 5 + 2
+    assert [f.index for f in frames] == [0, 1, 2, 3, 4, 8, 9, 10, 11]
+    for f in frames[3:5]:
+        assert not f.image.any() and f.depth_m is not None and not f.depth_m.any()
+    assert frames[5].image.any() and frames[2].image.any()
+    assert seq.ground_truth() is not None  # everything else passes through
+    for bad in ((5, 5, 0), (-1, 3, 0), (2, 4, 3)):
+        with pytest.raises(DataSourceError):
+            SkippedSpanSource(source, *bad)
