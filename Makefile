@@ -32,6 +32,8 @@ test: $(STAMP) lint
 bench: $(STAMP)
 	$(PY) -m benchmarks.run_matrix --runs 3 --out results
 	$(PY) -m benchmarks.bench_ba --out results/ba.json
+	$(PY) -m benchmarks.bench_place --out results/place.json
+	$(PY) -m benchmarks.bench_loop --out results
 
 clean:
 	rm -rf $(VENV) .numba_cache out results
