@@ -67,6 +67,25 @@ def _distinctive(words):  # type: ignore[no-untyped-def]
     return best
 
 
+@njit(cache=True, nogil=True)
+def _distinctive_segments(words, offsets):  # type: ignore[no-untyped-def]
+    out = np.zeros(offsets.shape[0] - 1, np.int64)
+    for s in range(offsets.shape[0] - 1):
+        a, b = offsets[s], offsets[s + 1]
+        if b - a > 2:
+            out[s] = _distinctive(words[a:b])
+    return out
+
+
+def distinctive_descriptors(
+    desc: NDArray[np.uint8], offsets: NDArray[np.int64]
+) -> NDArray[np.int64]:
+    """:func:`distinctive_descriptor` for many sets at once: ``desc`` (N, 32) holds the
+    sets one after another, set ``s`` being rows ``offsets[s]:offsets[s+1]``; returns
+    the chosen row of each set (S,) relative to its start (0 for sets of 1 or 2)."""
+    return _distinctive_segments(as_words(desc), np.ascontiguousarray(offsets, np.int64))
+
+
 def distinctive_descriptor(desc: NDArray[np.uint8]) -> NDArray[np.uint8]:
     """The descriptor (32,) of ``desc`` (N, 32) with the least median Hamming distance
     to the others (ORB-SLAM's ``ComputeDistinctiveDescriptors``)."""

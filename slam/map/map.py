@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from slam.features.matching import distinctive_descriptor
+from slam.features.matching import distinctive_descriptor, distinctive_descriptors
 from slam.map.keyframe import KeyFrame
 from slam.map.map_point import MapPoint
 from slam.map.point_store import PointStore
@@ -233,20 +233,49 @@ class Map:
     def update_descriptor(self, pid: int) -> None:
         """Pick the observed descriptor with the least median distance to the others."""
         with self.lock:
-            mp = self.points[pid]
+            mp = self.points.get(pid)
+            if mp is None:
+                return
             descs = [self.keyframes[k].frame.descriptors[i] for k, i in mp.observations.items()
                      if k in self.keyframes and not self.keyframes[k].bad]
-            if not descs:
-                return
-            self.store.desc[pid] = descs[0] if len(descs) == 1 else distinctive_descriptor(
-                np.array(descs))
+            if descs:
+                self.store.desc[pid] = descs[0] if len(descs) == 1 else distinctive_descriptor(
+                    np.array(descs))
 
     def update_descriptors(self, pids: Iterable[int]) -> None:
-        """:meth:`update_descriptor` for several points."""
+        """:meth:`update_descriptor` for several points (unknown ids are skipped): the
+        observations' descriptors are gathered per keyframe and the medoids found in
+        one Numba call."""
         with self.lock:
+            ids: list[int] = []
+            counts: list[int] = []
+            obs_kf: list[int] = []
+            obs_kp: list[int] = []
             for pid in pids:
-                if pid in self.points:
-                    self.update_descriptor(pid)
+                mp = self.points.get(pid)
+                if mp is None:
+                    continue
+                n = 0
+                for k, i in mp.observations.items():
+                    kf = self.keyframes.get(k)
+                    if kf is not None and not kf.bad:
+                        obs_kf.append(k)
+                        obs_kp.append(i)
+                        n += 1
+                if n:
+                    ids.append(pid)
+                    counts.append(n)
+            if not ids:
+                return
+            kf_arr, kp_arr = np.array(obs_kf), np.array(obs_kp)
+            descs = np.empty((len(kf_arr), 32), np.uint8)
+            for k in np.unique(kf_arr):
+                sel = kf_arr == k
+                descs[sel] = self.keyframes[int(k)].frame.descriptors[kp_arr[sel]]
+            offsets = np.zeros(len(ids) + 1, np.int64)
+            np.cumsum(counts, out=offsets[1:])
+            best = distinctive_descriptors(descs, offsets)
+            self.store.desc[np.array(ids, np.int64)] = descs[offsets[:-1] + best]
 
     def erase_observation(self, pid: int, kf_id: int) -> None:
         """Remove one observation; a point left with none is erased.

@@ -13,22 +13,22 @@ from slam.tracking.projection import project_into
 
 
 def fuse_into(
-    slam_map: Map, kf: KeyFrame, pids: list[int], K: NDArray[np.float64],
+    slam_map: Map, kf: KeyFrame, pids: list[int] | NDArray[np.int64], K: NDArray[np.float64],
     scale_factors: NDArray[np.float64], bf: float, radius_th: float = 3.0,
 ) -> int:
     """Project points ``pids`` into ``kf``; where a keypoint matches, either add the
     observation or merge the two points. Returns the number of fusions/additions."""
-    if not pids:
+    if len(pids) == 0:
         return 0
     with slam_map.lock:
-        pids = [
-            p for p in pids
-            if p in slam_map.points and kf.id not in slam_map.points[p].observations
-        ]
-        if not pids or kf.bad:
+        # Live points the keyframe does not observe yet (its point_ids mirror the
+        # points' observations).
+        ids = slam_map.store.alive_ids(np.asarray(pids, np.int64))
+        ids = ids[~np.isin(ids, kf.point_ids[kf.point_ids >= 0])]
+        if len(ids) == 0 or kf.bad:
             return 0
         T = kf.T_cam_world.copy()
-    pts = slam_map.point_arrays(pids)
+    pts = slam_map.point_arrays(ids)
     xyz, desc = pts.xyz_world, pts.descriptors
     nrm, dmin, dmax = pts.normals, pts.min_dist, pts.max_dist
     f = kf.frame

@@ -12,6 +12,7 @@ from slam.features.matching import (
     KeypointGrid,
     as_words,
     distinctive_descriptor,
+    distinctive_descriptors,
     hamming_rows,
     match_epipolar,
     match_ratio,
@@ -71,6 +72,17 @@ def test_distinctive_descriptor_is_the_lower_median_medoid(n: int) -> None:
     got = distinctive_descriptor(desc)
     assert got.shape == (32,)
     np.testing.assert_array_equal(got, desc[int(np.argmin(medians))])
+
+
+def test_distinctive_descriptors_of_many_sets_match_one_at_a_time() -> None:
+    rng = np.random.default_rng(9)
+    sizes = [1, 2, 5, 3, 8, 1]
+    sets = [random_descriptors(rng, n) for n in sizes]
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    best = distinctive_descriptors(np.vstack(sets), offsets)
+    assert best.shape == (len(sizes),)
+    for s, b in zip(sets, best):
+        np.testing.assert_array_equal(s[b], distinctive_descriptor(s))
 
 
 # --- grid --------------------------------------------------------------------------------
