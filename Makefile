@@ -7,7 +7,19 @@ SAMPLE := datasets/sample/rgbd_dataset_freiburg1_rpy
 OUT := out/sample
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba_cache
 
-.PHONY: run test lint install bench clean
+.PHONY: run test lint install bench clean sysdeps
+
+# Debian packages the full test suite needs: Chromium for the viewer's browser test,
+# libusb for Open3D's wheel (the `dense` extra). Installed only where missing (needs root
+# or sudo); `make test` without them skips those tests locally (CI=true fails instead).
+SYSDEPS := chromium libusb-1.0-0
+sysdeps:
+	@missing=""; for p in $(SYSDEPS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
+		echo "installing$$missing"; \
+		$$sudo apt-get update -qq && $$sudo apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -23,7 +35,7 @@ run: $(STAMP)
 		--out $(OUT)/trajectory.txt --stats $(OUT)/stats.json --plot $(OUT)/trajectory.png
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check slam tests benchmarks
+	$(VENV)/bin/ruff check slam server clients tests benchmarks
 	$(VENV)/bin/mypy
 
 test: $(STAMP) lint

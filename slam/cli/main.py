@@ -11,9 +11,10 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from slam import __version__
-from slam.cli import evaluate, run, vocab
+from slam.cli import calibrate, evaluate, run, vocab
 from slam.errors import SlamError
 
 log = logging.getLogger("slam")
@@ -55,7 +56,25 @@ def build_parser() -> argparse.ArgumentParser:
     run.register(commands, [common])
     evaluate.register(commands, [common])
     vocab.register(commands, [common])
+    calibrate.register(commands, [common])
+    _register_plugins(commands, [common])
     return parser
+
+
+PLUGIN_GROUP = "slam.commands"
+
+
+def _register_plugins(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
+    """Subcommands of installed packages that build on slam (``slam serve`` comes from
+    the ``server`` package this way: slam itself never imports it). Each entry point
+    of the ``slam.commands`` group is a ``register(commands, parents)`` function."""
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=PLUGIN_GROUP):
+        try:
+            ep.load()(commands, parents)
+        except Exception as exc:  # a broken plugin must not break `slam run`
+            log.debug("subcommands of %s not available: %s", ep.value, exc)
 
 
 def configure_logging(verbose: int = 0, quiet: bool = False) -> None:

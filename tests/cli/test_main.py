@@ -82,3 +82,39 @@ def test_verbosity_before_or_after_the_command(
         full = argv + cmd if position == "before" else cmd[:1] + argv + cmd[1:]
         assert main.main(full) == 0
         assert logging.getLogger("slam").level == slam_level
+
+
+def test_service_subcommands_come_from_the_entry_point_group() -> None:
+    from slam.cli.main import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["serve", "--source", "synthetic:sideways", "--sensor", "rgbd"])
+    assert args.command == "serve"
+    assert not any(m == "server" or m.startswith("server.") for m in _slam_only_imports())
+
+
+def _slam_only_imports() -> list[str]:
+    """Modules that importing slam.cli.main pulls in, in a fresh interpreter."""
+    import subprocess
+    import sys
+
+    code = "import sys, slam.cli.main; print('\\n'.join(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    return out.split()
+
+
+def test_a_broken_plugin_does_not_break_the_command(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import importlib.metadata as md
+
+    from slam.cli import main as main_mod
+
+    class Broken:
+        value = "nowhere:register"
+
+        def load(self):  # type: ignore[no-untyped-def]
+            raise ImportError("no such module")
+
+    monkeypatch.setattr(md, "entry_points", lambda group: [Broken()])
+    parser = main_mod.build_parser()
+    assert parser.parse_args(["eval", "--gt", "a", "--est", "b"]).command == "eval"

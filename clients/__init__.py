@@ -1,0 +1,23 @@
+"""Clients of the SLAM service: the :class:`SlamClient` library, ``slam-client`` and examples.
+
+They need only ZeroMQ, numpy and :mod:`server.protocol` (``slam-client push`` also
+needs the ``slam`` package, to read local frame sources).
+"""
+
+from clients.client import (
+    ClientError,
+    ClientTimeoutError,
+    PushSummary,
+    ServerError,
+    SlamClient,
+    Snapshot,
+)
+
+__all__ = [
+    "ClientError",
+    "ClientTimeoutError",
+    "PushSummary",
+    "ServerError",
+    "SlamClient",
+    "Snapshot",
+]

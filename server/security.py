@@ -1,0 +1,172 @@
+"""CurveZMQ for the service: key generation, the server's keys and the allow-list of
+client public keys.
+
+``slam keys generate --out DIR`` writes ``DIR/server.key`` (public, give it to the
+clients), ``DIR/server.key_secret`` (the server's secret), ``DIR/<client>.key`` and
+``DIR/<client>.key_secret`` (a client's pair) and a copy of each client public key in
+``DIR/authorized_clients/``. The server runs with
+``--curve-server-key DIR/server.key_secret --curve-clients DIR/authorized_clients``:
+every socket then encrypts, and a ZAP handler admits only the listed client keys; a
+client without an admitted key never completes the handshake and receives nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import zmq
+import zmq.auth
+from zmq.auth.thread import ThreadAuthenticator
+
+from slam.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+SERVER_NAME = "server"
+AUTHORIZED_DIR = "authorized_clients"
+
+
+@dataclass(frozen=True)
+class GeneratedKeys:
+    """Paths written by :func:`generate_keys`."""
+
+    server_public: Path
+    server_secret: Path
+    client_secrets: tuple[Path, ...]
+    authorized_dir: Path
+
+
+def generate_keys(out_dir: str | Path, clients: tuple[str, ...] = ("client",),
+                  force: bool = False) -> GeneratedKeys:
+    """Write a server key pair and one key pair per client name into ``out_dir``.
+
+    Existing key files are kept unless ``force`` (new server keys lock out every
+    client). Raises :class:`ConfigError` for a bad name or an existing file.
+    """
+    out = Path(out_dir)
+    names = (SERVER_NAME, *clients)
+    for name in clients:
+        if not name or name == SERVER_NAME or not name.replace("-", "").replace("_", "").isalnum():
+            raise ConfigError(f"invalid client key name {name!r} (letters, digits, - and _; "
+                              f"not {SERVER_NAME!r})")
+    if len(set(names)) != len(names):
+        raise ConfigError("client key names must differ")
+    targets = [out / f"{n}.key{s}" for n in names for s in ("", "_secret")]
+    existing = [p for p in targets if p.exists()]
+    if existing and not force:
+        raise ConfigError(f"{existing[0]} exists; pass --force to replace the keys")
+    authorized = out / AUTHORIZED_DIR
+    try:
+        authorized.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            zmq.auth.create_certificates(out, name)
+            (out / f"{name}.key_secret").chmod(0o600)
+        for name in clients:
+            shutil.copyfile(out / f"{name}.key", authorized / f"{name}.key")
+    except OSError as exc:
+        raise ConfigError(f"cannot write keys to {out}: {exc.strerror or exc}") from exc
+    return GeneratedKeys(out / f"{SERVER_NAME}.key", out / f"{SERVER_NAME}.key_secret",
+                         tuple(out / f"{n}.key_secret" for n in clients), authorized)
+
+
+def _load(path: str | Path, need_secret: bool) -> tuple[bytes, bytes | None]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"key file not found: {p}")
+    try:
+        public, secret = zmq.auth.load_certificate(p)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{p} is not a ZeroMQ certificate: {exc}") from exc
+    if need_secret and not secret:
+        raise ConfigError(f"{p} holds no secret key (pass the .key_secret file)")
+    return public, secret
+
+
+@dataclass(frozen=True)
+class CurveServerKeys:
+    """The server's key pair (z85 bytes) and the client public keys it admits."""
+
+    public: bytes
+    secret: bytes
+    allowed_clients: frozenset[bytes] = field(default_factory=frozenset)
+
+    @classmethod
+    def load(cls, secret_file: str | Path, clients_dir: str | Path) -> CurveServerKeys:
+        """Keys from the server's ``.key_secret`` file and a folder of client ``.key`` files."""
+        public, secret = _load(secret_file, need_secret=True)
+        folder = Path(clients_dir)
+        if not folder.is_dir():
+            raise ConfigError(f"client key folder not found: {folder}")
+        try:
+            allowed = frozenset(zmq.auth.load_certificates(folder))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot read client keys in {folder}: {exc}") from exc
+        if not allowed:
+            raise ConfigError(f"no client public keys (*.key) in {folder}")
+        assert secret is not None
+        return cls(public, secret, allowed)
+
+    def with_client(self, public: bytes) -> CurveServerKeys:
+        """These keys also admitting ``public`` (an in-process client such as the bridge)."""
+        return CurveServerKeys(self.public, self.secret, self.allowed_clients | {public})
+
+    def apply(self, sock: zmq.Socket[Any]) -> None:
+        """Make ``sock`` a CURVE server (call before ``bind``)."""
+        sock.curve_secretkey = self.secret
+        sock.curve_publickey = self.public
+        sock.curve_server = True
+
+
+@dataclass(frozen=True)
+class CurveClientKeys:
+    """A client's key pair and the server's public key (z85 bytes)."""
+
+    public: bytes
+    secret: bytes
+    server_public: bytes
+
+    @classmethod
+    def load(cls, secret_file: str | Path, server_public_file: str | Path) -> CurveClientKeys:
+        """Keys from the client's ``.key_secret`` file and the server's ``.key`` file."""
+        public, secret = _load(secret_file, need_secret=True)
+        server_public, _ = _load(server_public_file, need_secret=False)
+        assert secret is not None
+        return cls(public, secret, server_public)
+
+    @classmethod
+    def ephemeral(cls, server_public: bytes) -> CurveClientKeys:
+        """A fresh key pair for a client living in the server's process."""
+        public, secret = zmq.curve_keypair()
+        return cls(public, secret, server_public)
+
+    def apply(self, sock: zmq.Socket[Any]) -> None:
+        """Make ``sock`` a CURVE client of the server (call before ``connect``)."""
+        sock.curve_secretkey = self.secret
+        sock.curve_publickey = self.public
+        sock.curve_serverkey = self.server_public
+
+
+class _AllowList:
+    """ZAP credentials provider: admit the listed z85 public keys only."""
+
+    def __init__(self, allowed: frozenset[bytes]) -> None:
+        self.allowed = allowed
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        ok = key in self.allowed
+        if not ok:
+            log.warning("refused a CURVE client with an unknown public key")
+        return ok
+
+
+def start_authenticator(ctx: zmq.Context[Any], keys: CurveServerKeys) -> ThreadAuthenticator:
+    """Start the ZAP handler of ``ctx`` admitting ``keys.allowed_clients`` (before binding)."""
+    auth = ThreadAuthenticator(ctx, log=logging.getLogger(__name__ + ".zap"))
+    auth.start()
+    auth.configure_curve_callback(domain="*", credentials_provider=_AllowList(
+        keys.allowed_clients))
+    return auth
