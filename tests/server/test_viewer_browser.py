@@ -217,11 +217,11 @@ def test_viewer_draws_the_fake_service(browser: DevTools, fake_bridge: Any,
 
 @pytest.fixture
 def slam_serve(tmp_path: Path) -> Iterator[str]:
-    """``slam serve`` (paused, realtime) on ``synthetic:sideways?n=60``; yields the viewer URL."""
+    """``slam serve`` (paused, full speed) on ``synthetic:sideways?n=60``; yields the viewer URL."""
     log_path = tmp_path / "serve.log"
     any_port = "tcp://127.0.0.1:*"
     cmd = [sys.executable, "-m", "server.cli", "serve", "--source", "synthetic:sideways?n=60",
-           "--sensor", "rgbd", "--rate", "realtime", "--paused", "--http", "0",
+           "--sensor", "rgbd", "--rate", "max", "--paused", "--http", "0",
            "--pub", any_port, "--cmd", any_port, "--ingest", any_port]
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     with log_path.open("wb") as log:
