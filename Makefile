@@ -10,9 +10,10 @@ export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba_cache
 .PHONY: run test lint install bench clean sysdeps
 
 # Debian packages the full test suite needs: Chromium for the viewer's browser test,
-# libusb for Open3D's wheel (the `dense` extra). Installed only where missing (needs root
+# libusb for Open3D's wheel (the `dense` extra) and Vulkan on the CPU for its offscreen
+# pictures (matplotlib otherwise). Installed only where missing (needs root
 # or sudo); `make test` without them skips those tests locally (CI=true fails instead).
-SYSDEPS := chromium libusb-1.0-0
+SYSDEPS := chromium libusb-1.0-0 libvulkan1 mesa-vulkan-drivers
 sysdeps:
 	@missing=""; for p in $(SYSDEPS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -27,6 +28,15 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+# The optional extras the full test suite exercises: training (torch, onnx) and dense
+# maps (open3d). torch's CPU build is pinned first so that the `train` extra's range
+# installs nothing more (an unpinned torch is a multi-GB CUDA build).
+EXTRAS := $(VENV)/.extras
+$(EXTRAS): $(STAMP)
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev,train,dense]'
+	touch $(EXTRAS)
+
 install: $(STAMP)
 
 run: $(STAMP)
@@ -38,7 +48,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check slam server clients tests benchmarks
 	$(VENV)/bin/mypy
 
-test: $(STAMP) lint
+test: $(STAMP) $(EXTRAS) lint
 	$(PY) -m pytest -n 2 --dist loadfile -q tests
 
 bench: $(STAMP)
@@ -46,6 +56,8 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.bench_ba --out results/ba.json
 	$(PY) -m benchmarks.bench_place --out results/place.json
 	$(PY) -m benchmarks.bench_loop --out results
+	$(PY) -m benchmarks.bench_dense --out results
+	$(PY) -m benchmarks.bench_service --out results/service.json
 
 clean:
 	rm -rf $(VENV) .numba_cache out results

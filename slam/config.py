@@ -50,6 +50,11 @@ class FeatureConfig(_Section):
     fast_threshold: int = Field(20, ge=1, le=100)
     min_fast_threshold: int = Field(7, ge=1, le=100)
     grid_cell_px: int = Field(32, ge=8, le=256, description="cell size of the spreading grid")
+    descriptor: Literal["orb", "learned"] = Field(
+        "orb", description="descriptor of the ORB keypoints: ORB's own, or our learned "
+        "256-bit one (cv2.dnn, see docs/learning.md)")
+    descriptor_model: str = Field(
+        "", description="ONNX model of the learned descriptor; empty = models/descriptor.onnx")
 
 
 class TrackingConfig(_Section):

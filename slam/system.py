@@ -14,6 +14,7 @@ from numpy.typing import NDArray
 
 from slam.camera import Calibration
 from slam.config import Sensor, SlamConfig
+from slam.dense.worker import DenseOptions, DenseResult, start_dense
 from slam.errors import SensorError
 from slam.geometry.lie import se3_inv
 from slam.io.sources.base import BoundedReader, FrameSource
@@ -42,18 +43,21 @@ class SlamSystem:
 
     ``initial_map`` continues from a loaded map (the first frame relocalises);
     ``localization_only`` tracks against it without changing it (no mapping, no
-    loop closing, no new keyframes).
+    loop closing, no new keyframes). ``dense`` fuses the keyframes into a TSDF mesh in
+    a background process (:mod:`slam.dense.worker`).
     """
 
     def __init__(
         self, cfg: SlamConfig, calib: Calibration, sensor: Sensor, *,
         initial_map: Map | None = None, localization_only: bool = False,
+        dense: DenseOptions | None = None,
     ) -> None:
         self.cfg = cfg
         self.calib = calib
         self.sensor = sensor
         self.localization_only = localization_only
         self.map = initial_map or Map(cfg.features.scale_factor, cfg.features.n_levels)
+        self.dense = start_dense(self.map, calib, sensor, dense)
         scale_factors = cfg.features.scale_factor ** np.arange(cfg.features.n_levels)
         self.place = make_place_recognizer(cfg.place)
         self.mapper: LocalMapper | None = None
@@ -67,7 +71,7 @@ class SlamSystem:
                 on_corrected=self._on_corrected, threaded=threaded,
             )
             self.mapper = LocalMapper(cfg, calib, sensor, self.map, scale_factors,
-                                      threaded=threaded, on_done=self.loop_closer.submit)
+                                      threaded=threaded, on_done=self._keyframe_done)
             link = MappingLink(
                 submit=self.mapper.submit, is_idle=self.mapper.is_idle,
                 queue_depth=self.mapper.queue_depth, interrupt=self.mapper.interrupt,
@@ -88,11 +92,18 @@ class SlamSystem:
 
     def _on_corrected(self) -> None:
         self.tracker.notify_map_corrected()
+        self.dense.on_corrected()
+
+    def _keyframe_done(self, kf_id: int) -> None:
+        """Local mapping finished a keyframe: on to dense fusion and loop closing."""
+        self.dense.submit(kf_id)
+        assert self.loop_closer is not None
+        self.loop_closer.submit(kf_id)
 
     def _index_loaded_map(self) -> None:
         """Put a loaded map's keyframes into place recognition; tracking relocalises."""
         for kf in self.map.good_keyframes():
-            desc = self.place.describe(kf.frame.descriptors)
+            desc = self.place.describe(kf.frame.descriptors, kf.frame.pixels())
             self.place.add(kf.id, desc)
             if self.loop_closer is not None:
                 self.loop_closer.descriptors[kf.id] = desc
@@ -207,23 +218,27 @@ class RunResult:
     states: list[str] = field(default_factory=list)
     relocalized_frames: list[int] = field(default_factory=list)
     loops: list[LoopEvent] = field(default_factory=list)
+    dense: DenseResult | None = None
 
 
 def run_offline(
     source: FrameSource, sensor: Sensor, calibration: Calibration, config: SlamConfig,
     *, realtime: bool = False, progress: bool = True, initial_map: Map | None = None,
     localization_only: bool = False, save_map: str | Path | None = None,
+    dense: DenseOptions | None = None,
 ) -> RunResult:
     """Replay a source through the system; returns the trajectory and statistics.
 
     ``initial_map`` continues from a loaded map, ``localization_only`` leaves it
-    unchanged, ``save_map`` writes the final map there.
+    unchanged, ``save_map`` writes the final map there, ``dense`` fuses a mesh while
+    running (written after the run; its time is ``dense_finish_s``, not in ``wall_s``).
     """
     if sensor not in source.sensors:
         raise SensorError(f"source {source.name} cannot feed a {sensor} system "
                           f"(it offers {', '.join(sorted(source.sensors))})")
     system = SlamSystem(config, calibration, sensor, initial_map=initial_map,
-                        localization_only=localization_only)
+                        localization_only=localization_only, dense=dense)
+    completed = False
     track_ms: list[float] = []
     states: list[str] = []
     n_frames = n_tracked = n_lost = 0
@@ -245,12 +260,16 @@ def run_offline(
                 elif res.state == TrackState.LOST:
                     n_lost += 1
                 bar.set_postfix(state=res.state.value, kf=system.map.n_keyframes(), refresh=False)
+            completed = True
         finally:
             bar.close()
             system.finish()
+            if not completed:
+                system.dense.close()
     if save_map is not None:
         system.save_map(save_map)
     wall = time.perf_counter() - t0
+    dense_result = system.dense.finish()
     ms = np.array(track_ms)
     mapper = system.mapper
     stats: dict[str, float | int] = {
@@ -270,5 +289,11 @@ def run_offline(
         "relocalisations": system.tracker.relocalizations,
         "maps": system.n_maps,
     }
+    if dense_result is not None:
+        stats |= {"dense_keyframes": dense_result.n_keyframes,
+                  "dense_vertices": dense_result.n_vertices,
+                  "dense_rebuilds": dense_result.rebuilds,
+                  "dense_integrate_ms_median": dense_result.integrate_ms_median,
+                  "dense_finish_s": dense_result.finish_s}
     return RunResult(system.trajectory(), stats, ms, states,
-                     list(system.tracker.relocalized_frames), system.loop_events)
+                     list(system.tracker.relocalized_frames), system.loop_events, dense_result)

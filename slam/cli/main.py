@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from slam import __version__
-from slam.cli import calibrate, evaluate, run, vocab
+from slam.cli import bench_learned, calibrate, evaluate, export, run, train, vocab
 from slam.errors import SlamError
 
 log = logging.getLogger("slam")
@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.register(commands, [common])
     evaluate.register(commands, [common])
     vocab.register(commands, [common])
+    train.register(commands, [common])
+    bench_learned.register(commands, [common])
+    export.register(commands, [common])
     calibrate.register(commands, [common])
     _register_plugins(commands, [common])
     return parser

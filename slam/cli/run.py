@@ -70,6 +70,10 @@ def register(commands: Any, parents: Sequence[argparse.ArgumentParser]) -> None:
         help="replay at the source's frame rate, dropping frames when late",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--features", choices=("orb", "learned"),
+                   help="keypoint descriptors: ORB's, or the learned network's (models/)")
+    p.add_argument("--place", choices=("bow", "learned"),
+                   help="place recognition: bag of words, or the learned embedding")
     p.add_argument("--no-loop", action="store_true", help="no loop closing (place "
                    "recognition still serves relocalisation)")
     p.add_argument("--save-map", type=Path, metavar="FILE",
@@ -78,6 +82,10 @@ def register(commands: Any, parents: Sequence[argparse.ArgumentParser]) -> None:
                    help="start from this map; the first frame relocalises in it")
     p.add_argument("--localize", action="store_true",
                    help="with --load-map: track against the map without changing it")
+    p.add_argument("--dense", nargs="?", const="", type=str, metavar="MESH",
+                   help="fuse the keyframes into a TSDF mesh while running (rgbd/stereo; "
+                   "needs the 'dense' extra, Open3D); written to MESH (default: beside "
+                   "--out, <name>.mesh.ply) with a picture <MESH name>.png")
     p.set_defaults(func=execute)
 
 
@@ -246,6 +254,27 @@ def _load_map(args: argparse.Namespace, calibration: Any) -> Any:
     return loaded.map
 
 
+def _dense_options(args: argparse.Namespace) -> Any:
+    """The ``DenseOptions`` of ``--dense`` (checked before any frame is read), or None."""
+    if getattr(args, "dense", None) is None:
+        return None
+    import importlib.util
+
+    from slam.dense import require_open3d
+    from slam.dense.worker import DenseOptions
+
+    if args.sensor not in ("rgbd", "stereo"):
+        raise SensorError(f"--dense needs depth: an rgbd or stereo sensor, not {args.sensor}")
+    if importlib.util.find_spec("open3d") is None:
+        require_open3d("--dense")  # raises Open3DMissingError, with the install command
+    mesh = Path(args.dense) if args.dense else args.out.with_suffix(".mesh.ply")
+    try:
+        mesh.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SlamError(f"cannot create {mesh.parent}: {exc.strerror or exc}") from exc
+    return DenseOptions(mesh_path=mesh)
+
+
 def execute(args: argparse.Namespace) -> int:
     """Run ``slam run``; see :func:`register` for the options."""
     from slam.config import load_config
@@ -253,12 +282,18 @@ def execute(args: argparse.Namespace) -> int:
     overrides = parse_overrides(args.overrides)
     if args.no_loop:
         overrides["loop.enabled"] = False
+    if getattr(args, "features", None):
+        overrides["features.descriptor"] = args.features
+    if getattr(args, "place", None):
+        overrides["place.method"] = args.place
     config = load_config(args.config, overrides)
     source, calibration = _open(args)
     try:
         from slam import system  # after the inputs are checked: errors come fast
 
         initial_map = _load_map(args, calibration)
+        dense = _dense_options(args)
+        extra = {"dense": dense} if dense is not None else {}
         gt = source.ground_truth()
         log.info(
             "%s: %s frames, sensor %s", source.name, getattr(source, "length", None), args.sensor
@@ -273,6 +308,7 @@ def execute(args: argparse.Namespace) -> int:
             initial_map=initial_map,
             localization_only=args.localize,
             save_map=args.save_map,
+            **extra,
         )
     finally:
         close = getattr(source, "close", None)
@@ -287,4 +323,9 @@ def execute(args: argparse.Namespace) -> int:
     if args.plot is not None:
         _plot(args.plot, gt, est, ate_result, f"{source.name} ({args.sensor})", result.loops)
     print(summary_line(stats), flush=True)
+    d = getattr(result, "dense", None)
+    if d is not None:
+        print(f"mesh {d.mesh_path}: {d.n_vertices} vertices, {d.n_triangles} triangles from "
+              f"{d.n_keyframes} keyframes" + (f"; picture {d.png_path}" if d.png_path else ""),
+              flush=True)
     return 0

@@ -149,8 +149,8 @@ class LoopCloser:
             kf = self.map.keyframes.get(kf_id)
             if kf is None or kf.bad:
                 return
-            descriptors = kf.frame.descriptors
-        desc = self.recognizer.describe(descriptors)
+            descriptors, pixels = kf.frame.descriptors, kf.frame.pixels()
+        desc = self.recognizer.describe(descriptors, pixels)
         self.descriptors[kf_id] = desc
         if self.detect_loops and self._may_search(kf_id):
             t0 = time.perf_counter()

@@ -23,6 +23,13 @@ class Frame:
     ``inv_sigma2`` (N,) information of each keypoint (1 / scale^2);
     ``point_ids`` (N,) int64 id of the matched map point or -1;
     ``outlier`` (N,) bool. ``T_cam_world`` (4x4) once tracked.
+
+    The pixels, for dense reconstruction (references to the sensor's arrays, never
+    copies): ``color`` (H, W, 3) uint8 BGR when the source has colour; ``image``
+    (H, W) uint8 grey when it has none, and always for stereo (the left image);
+    ``right_image`` (H, W) uint8 the rectified right image (stereo); ``depth_image``
+    (H, W) float32 metres registered to the image, 0 where unknown (RGB-D). None
+    where not applicable. Keyframes keep them; other frames are dropped by tracking.
     """
 
     id: int
@@ -39,6 +46,9 @@ class Frame:
     T_cam_world: NDArray[np.float64] | None = None
     point_ids: NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
     outlier: NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, bool))
+    image: NDArray[np.uint8] | None = None
+    right_image: NDArray[np.uint8] | None = None
+    depth_image: NDArray[np.float32] | None = None
     _grid: KeypointGrid | None = None
 
     def __post_init__(self) -> None:
@@ -69,6 +79,10 @@ class Frame:
         """Camera centre (3,) in the world frame."""
         assert self.T_cam_world is not None
         return -self.T_cam_world[:3, :3].T @ self.T_cam_world[:3, 3]
+
+    def pixels(self) -> NDArray[np.uint8] | None:
+        """The frame's image: colour (H, W, 3) BGR when there is one, else grey (H, W)."""
+        return self.color if self.color is not None else self.image
 
     def has_depth(self) -> NDArray[np.bool_]:
         """Mask (N,) of keypoints with a depth measurement."""

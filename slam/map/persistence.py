@@ -44,6 +44,15 @@ import slam
 from slam.camera.pinhole import Calibration, PinholeCamera
 from slam.errors import CalibrationError, MapFileError
 from slam.map.frame import Frame
+from slam.map.image_codec import (
+    IMAGE_OFFSETS,
+    check_image_arrays,
+    decode_image_arrays,
+    encode_image_arrays,
+    image_spec,
+    snapshot_images,
+    v1_image_arrays,
+)
 from slam.map.keyframe import KeyFrame
 from slam.map.map import Map
 from slam.map.map_point import MapPoint
@@ -52,7 +61,7 @@ from slam.map.point_store import PointStore
 log = logging.getLogger(__name__)
 
 MAGIC = b"SLAMMAP\0"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MIN_FORMAT_VERSION = 1
 PAYLOAD_ENCODING = "msgpack-arrays-le"
 _PREFIX = struct.Struct("<8sIII")  # magic, format version, header length, header CRC-32
@@ -103,14 +112,16 @@ class LoadedMap:
 # --- public API ---------------------------------------------------------------
 def save_map(
     path: str | Path, slam_map: Map, calibration: Calibration, sensor: str,
-    *, extra: dict[Any, Any] | None = None,
+    *, extra: dict[Any, Any] | None = None, color_quality: int | None = 95,
 ) -> MapFileInfo:
     """Write ``slam_map`` (every keyframe, culled ones too, every point, the graphs and
     id counters) with its calibration and sensor to ``path``, atomically.
 
     The map lock is held only while the map is copied into arrays; encoding and
     writing happen after it is released. ``extra`` (a msgpack-able dict) is stored
-    verbatim (tuples come back as lists). Raises :class:`MapFileError` when the file
+    verbatim (tuples come back as lists). Keyframe images are compressed: colour as
+    JPEG of ``color_quality`` (None: lossless PNG), grey as PNG, depth as 16-bit PNG
+    (0.2 mm steps; see docs/map_format.md). Raises :class:`MapFileError` when the file
     cannot be written; an existing file at ``path`` is then left untouched.
     """
     path = Path(path)
@@ -122,7 +133,9 @@ def save_map(
     t0 = time.perf_counter()
     with slam_map.lock:
         arrays, scalars = _encode_map(slam_map)
+        images = snapshot_images([kf.frame for kf in slam_map.keyframes.values()])
     t_snap = time.perf_counter() - t0
+    arrays |= encode_image_arrays(images, color_quality)
     chunks = _payload_chunks(arrays, scalars, extra_bytes)
     header = _make_header(arrays, chunks, calibration, sensor)
     header_bytes = msgpack.packb(header, use_bin_type=True)
@@ -245,9 +258,21 @@ def _array_from_bytes(name: str, dtype_str: str, shape_list: list[int], raw: byt
 def _migrate(path: Path, version: int, body: dict[str, Any]) -> dict[str, Any]:
     """Bring a payload of an older supported format version up to FORMAT_VERSION.
 
-    Version 1 is the first; a later version adds a step ``body = _vN_to_vN1(body)``.
+    Version 1 stored colour images raw and no grey, right or depth image: its colour
+    arrays become version 2 raw images (:func:`v1_image_arrays`). A later version adds
+    a step ``body = _vN_to_vN1(body)``.
     """
-    if version != FORMAT_VERSION:  # pragma: no cover - no older versions exist yet
+    if version == 1:
+        arrays = dict(body["arrays"])
+        try:
+            images = v1_image_arrays(arrays)
+        except (ValueError, KeyError) as exc:
+            raise MapFileError(f"map file {path} is inconsistent: {exc}") from exc
+        for name in ("kf.color_ndim", "kf.color_shape", "kf.color_offsets", "color.data"):
+            del arrays[name]
+        body = {**body, "arrays": arrays | images}
+        version = 2
+    if version != FORMAT_VERSION:  # pragma: no cover - every older version is handled
         raise MapFileError(f"map file {path}: no migration from format version {version}")
     return body
 
@@ -484,17 +509,16 @@ _SPEC: dict[str, tuple[str | None, tuple[int, ...], str]] = {
     "kf.has_T_cam_parent": ("|b1", (), "K"), "kf.T_cam_parent": ("<f8", (4, 4), "K"),
     "kf.has_frame_T_cam_world": ("|b1", (), "K"),
     "kf.frame_T_cam_world": ("<f8", (4, 4), "K"),
-    "kf.color_ndim": ("<i8", (), "K"), "kf.color_shape": ("<i8", (4,), "K"),
     "kf.kp_offsets": ("<i8", (), "K+1"), "kf.covis_offsets": ("<i8", (), "K+1"),
     "kf.ordered_offsets": ("<i8", (), "K+1"), "kf.children_offsets": ("<i8", (), "K+1"),
-    "kf.loop_offsets": ("<i8", (), "K+1"), "kf.color_offsets": ("<i8", (), "K+1"),
+    "kf.loop_offsets": ("<i8", (), "K+1"),
     "kp.uv": ("<f8", (2,), "kp"), "kp.octave": ("<i4", (), "kp"),
     "kp.descriptors": ("|u1", (32,), "kp"), "kp.depth_m": ("<f8", (), "kp"),
     "kp.u_right": ("<f8", (), "kp"), "kp.inv_sigma2": ("<f8", (), "kp"),
     "kp.point_id": ("<i8", (), "kp"), "kp.outlier": ("|b1", (), "kp"),
     "covis.kf_id": ("<i8", (), "covis"), "covis.weight": ("<i8", (), "covis"),
     "ordered.kf_id": ("<i8", (), "ordered"), "children.kf_id": ("<i8", (), "children"),
-    "loop.kf_id": ("<i8", (), "loop"), "color.data": (None, (), "color"),
+    "loop.kf_id": ("<i8", (), "loop"),
     "pt.id": ("<i8", (), "P"), "pt.xyz_world": ("<f8", (3,), "P"),
     "pt.descriptor": ("|u1", (32,), "P"), "pt.normal": ("<f8", (3,), "P"),
     "pt.min_dist": ("<f8", (), "P"), "pt.max_dist": ("<f8", (), "P"),
@@ -506,7 +530,8 @@ _SPEC: dict[str, tuple[str | None, tuple[int, ...], str]] = {
 }
 _CSR_OFFSETS = {"kp": "kf.kp_offsets", "covis": "kf.covis_offsets",
                 "ordered": "kf.ordered_offsets", "children": "kf.children_offsets",
-                "loop": "kf.loop_offsets", "color": "kf.color_offsets", "obs": "pt.obs_offsets"}
+                "loop": "kf.loop_offsets", "obs": "pt.obs_offsets", **IMAGE_OFFSETS}
+_SPEC |= image_spec()  # keyframe images (slam.map.image_codec)
 _SCALARS = ("next_kf_id", "next_point_id", "origin_kf_id", "map_version", "scale_factor",
             "n_levels")
 
@@ -586,25 +611,7 @@ def _keyframe_arrays(kfs: list[KeyFrame]) -> dict[str, NDArray[Any]]:
     a["kf.ordered_offsets"], a["ordered.kf_id"] = _csr([kf.ordered_covisible for kf in kfs])
     a["kf.children_offsets"], a["children.kf_id"] = _csr([sorted(kf.children) for kf in kfs])
     a["kf.loop_offsets"], a["loop.kf_id"] = _csr([sorted(kf.loop_edges) for kf in kfs])
-    a.update(_color_arrays([f.color for f in frames]))
     return a
-
-
-def _color_arrays(colors: list[NDArray[Any] | None]) -> dict[str, NDArray[Any]]:
-    """Per-keyframe colour arrays of any shape (ndim <= 4) flattened into one array."""
-    shape = np.ones((len(colors), 4), np.int64)
-    ndim = np.full(len(colors), -1, np.int64)
-    for i, c in enumerate(colors):
-        if c is not None:
-            if c.ndim > 4:
-                raise ValueError(f"Frame.color of {c.ndim} dimensions (at most 4 supported)")
-            ndim[i], shape[i, : c.ndim] = c.ndim, c.shape
-    present = [c for c in colors if c is not None]
-    dtype = np.result_type(*present) if present else np.dtype(np.uint8)
-    offsets = np.zeros(len(colors) + 1, np.int64)
-    np.cumsum([0 if c is None else c.size for c in colors], out=offsets[1:])
-    return {"kf.color_ndim": ndim, "kf.color_shape": shape, "kf.color_offsets": offsets,
-            "color.data": _cat(present, dtype)}
 
 
 def _point_arrays(pts: list[MapPoint], store: PointStore) -> dict[str, NDArray[Any]]:
@@ -660,11 +667,7 @@ def _check_arrays(a: dict[str, NDArray[Any]], s: dict[str, Any]) -> None:
             lengths[group] = int(off[-1])
         if arr.shape != (lengths[group], *tail):
             raise ValueError(f"{name} has shape {arr.shape}, expected {(lengths[group], *tail)}")
-    nd, shape = a["kf.color_ndim"], a["kf.color_shape"]
-    sizes = np.where(nd < 0, 0, np.prod(np.where(np.arange(4) < nd[:, None], shape, 1), axis=1))
-    bad_nd = np.any((nd < -1) | (nd > 4)) or np.any(shape < 0)
-    if bad_nd or np.any(sizes != np.diff(a["kf.color_offsets"])):
-        raise ValueError("colour shapes do not match the colour data")
+    check_image_arrays(a)
 
 
 def _check_references(a: dict[str, NDArray[Any]], s: dict[str, Any]) -> None:
@@ -703,26 +706,25 @@ def _slices(offsets: NDArray[np.int64]) -> list[slice]:
 def _rebuild_keyframes(a: dict[str, NDArray[Any]]) -> list[KeyFrame]:
     kp, cov, ordd = _slices(a["kf.kp_offsets"]), _slices(a["kf.covis_offsets"]), _slices(
         a["kf.ordered_offsets"])
-    child, loop, col = _slices(a["kf.children_offsets"]), _slices(a["kf.loop_offsets"]), _slices(
-        a["kf.color_offsets"])
+    child, loop = _slices(a["kf.children_offsets"]), _slices(a["kf.loop_offsets"])
+    images = decode_image_arrays(a)
     cov_id, cov_w = a["covis.kf_id"].tolist(), a["covis.weight"].tolist()
     ord_id, child_id, loop_id = (a[n].tolist() for n in ("ordered.kf_id", "children.kf_id",
                                                          "loop.kf_id"))
-    ids, frame_ids, stamps, sizes, bad, parent, nd = (a[n].tolist() for n in (
-        "kf.id", "kf.frame_id", "kf.timestamp", "kf.size", "kf.bad", "kf.parent_id",
-        "kf.color_ndim"))
+    ids, frame_ids, stamps, sizes, bad, parent = (a[n].tolist() for n in (
+        "kf.id", "kf.frame_id", "kf.timestamp", "kf.size", "kf.bad", "kf.parent_id"))
     kfs = []
     for i, kf_id in enumerate(ids):
         k = kp[i]
-        color = None if nd[i] < 0 else a["color.data"][col[i]].reshape(
-            a["kf.color_shape"][i, : nd[i]]).copy()
         frame = Frame(
             id=frame_ids[i], timestamp=stamps[i], uv=a["kp.uv"][k].copy(),
             octave=a["kp.octave"][k].copy(), descriptors=a["kp.descriptors"][k].copy(),
             depth_m=a["kp.depth_m"][k].copy(), u_right=a["kp.u_right"][k].copy(),
             inv_sigma2=a["kp.inv_sigma2"][k].copy(), width=sizes[i][0], height=sizes[i][1],
-            color=color, T_cam_world=_pose_or_none(a, "kf.frame_T_cam_world", i),
+            color=images["color"][i], T_cam_world=_pose_or_none(a, "kf.frame_T_cam_world", i),
             point_ids=a["kp.point_id"][k].copy(), outlier=a["kp.outlier"][k].copy(),
+            image=images["image"][i], right_image=images["right"][i],
+            depth_image=images["depth"][i],
         )
         kfs.append(KeyFrame(
             id=kf_id, frame=frame, T_cam_world=a["kf.T_cam_world"][i].copy(),

@@ -165,5 +165,8 @@ def make_place_recognizer(cfg: PlaceConfig) -> PlaceRecognizer:
         return BowPlaceRecognizer(load_vocabulary(cfg.vocabulary),
                                   max_candidates=cfg.max_candidates)
     if cfg.method == "learned":
-        raise ConfigError("learned place recognition is not available yet; use place.method=bow")
+        from slam.place.learned import LearnedPlaceRecognizer  # cv2.dnn, loaded when asked
+
+        return LearnedPlaceRecognizer(cfg.embedding_model or None,
+                                      max_candidates=cfg.max_candidates)
     raise ConfigError(f"unknown place.method {cfg.method!r}")

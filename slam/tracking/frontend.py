@@ -9,7 +9,8 @@ import numpy as np
 from slam.camera import Calibration
 from slam.config import FeatureConfig, Sensor
 from slam.errors import ImageError, SensorError
-from slam.features.orb import OrbExtractor
+from slam.features.learned import LearnedDescriptor
+from slam.features.orb import Keypoints, OrbExtractor
 from slam.features.stereo import depth_from_image, stereo_u_right
 from slam.io.types import SensorFrame
 from slam.map.frame import Frame
@@ -25,6 +26,10 @@ class FrameBuilder:
         n, n_init = cfg.features_for(calib.camera.width, calib.camera.height)
         self.extractor = OrbExtractor(cfg, n)
         self.init_extractor = OrbExtractor(cfg, n_init)
+        self.learned: LearnedDescriptor | None = None
+        if cfg.descriptor == "learned":  # our CNN describes the ORB keypoints (cv2.dnn)
+            self.learned = LearnedDescriptor(cfg.descriptor_model or None, cfg.scale_factor,
+                                             cfg.n_levels)
         self.scale_factors = self.extractor.scale_factors
         self.inv_level_sigma2 = self.extractor.inv_level_sigma2
         self._pool = ThreadPoolExecutor(max_workers=1) if sensor == "stereo" else None
@@ -48,8 +53,8 @@ class FrameBuilder:
             if sf.right is None or sf.right.shape != img.shape:
                 raise SensorError(f"frame {sf.index}: stereo needs a right image of the same size")
             assert self._pool is not None
-            right_job = self._pool.submit(extractor.extract, sf.right)
-        kp = extractor.extract(img)
+            right_job = self._pool.submit(self._extract, extractor, sf.right)
+        kp = self._extract(extractor, img)
         uv = cam.undistort_points(kp.uv_raw)
         n = len(kp)
         depth = np.full(n, -1.0)
@@ -79,7 +84,15 @@ class FrameBuilder:
             width=cam.width,
             height=cam.height,
             color=sf.color,
+            image=sf.image if sf.color is None or self.sensor == "stereo" else None,
+            right_image=sf.right if self.sensor == "stereo" else None,
+            depth_image=sf.depth_m if self.sensor == "rgbd" else None,
         )
+
+    def _extract(self, extractor: OrbExtractor, image: np.ndarray) -> Keypoints:
+        """ORB keypoints of ``image``, described by ORB or by the learned descriptor."""
+        kp = extractor.extract(image)
+        return kp if self.learned is None else self.learned.describe(image, kp)
 
     def close(self) -> None:
         if self._pool is not None:

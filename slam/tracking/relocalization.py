@@ -76,7 +76,7 @@ def relocalize(
     ``optimize`` is the tracker's pose-only optimisation (drops outliers, returns
     the number of inliers). On failure the frame's matches are cleared.
     """
-    desc = recognizer.describe(frame.descriptors)
+    desc = recognizer.describe(frame.descriptors, frame.pixels())
     for kf_id, score in recognizer.query(desc, max_candidates):
         found = _candidate_matches(slam_map, kf_id, frame)
         if found is None or len(found[0]) < 15:

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import cv2
 import msgpack
 import numpy as np
 import pytest
@@ -81,9 +82,26 @@ def build_map(n_kf: int, n_points: int, n_kp: int, seed: int = 0) -> Map:
     return m
 
 
+def smooth_image(shape: tuple[int, ...], seed: int) -> np.ndarray:
+    """A uint8 image of ``shape`` that JPEG keeps within a few grey levels."""
+    yy, xx = np.mgrid[0: shape[0], 0: shape[1]].astype(np.float64)
+    chans = [(seed * 37 + 3 * xx + (c + 1) * yy) % 200 + 20 for c in range(3)]
+    img = np.stack(chans, -1) if len(shape) == 3 else chans[0]
+    return img.astype(np.uint8)
+
+
+def depth_image(shape: tuple[int, int], seed: int) -> np.ndarray:
+    """(H, W) float32 metres in TUM's 0.2 mm steps, with holes (0)."""
+    rng = np.random.default_rng(seed)
+    raw = rng.integers(2500, 20000, shape).astype(np.uint16)
+    raw[rng.random(shape) < 0.1] = 0
+    return (raw.astype(np.float32) / np.float32(5000.0)).astype(np.float32)
+
+
 def rich_map() -> Map:
     """A small map with every kind of state: culled keyframes, fused and erased points,
-    a loop edge, colour images, a frame without pose, outliers, visibility counts."""
+    a loop edge, colour, grey, right and depth images, a frame without pose, outliers,
+    visibility counts."""
     m = build_map(12, 720, 400)
     rng = np.random.default_rng(1)
     m.erase_keyframe(4)
@@ -92,8 +110,13 @@ def rich_map() -> Map:
     m.replace_point(pids[10], pids[11])
     m.erase_point(pids[20])
     m.add_loop_edge(0, 11)
-    m.keyframes[1].frame.color = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
-    m.keyframes[2].frame.color = rng.integers(0, 256, (24, 32), dtype=np.uint8)
+    m.keyframes[1].frame.color = smooth_image((24, 32, 3), 1)
+    m.keyframes[2].frame.color = smooth_image((24, 32), 2)
+    m.keyframes[1].frame.depth_image = depth_image((24, 32), 1)
+    m.keyframes[5].frame.depth_image = depth_image((24, 32), 5)
+    m.keyframes[6].frame.image = rng.integers(0, 256, (24, 32), dtype=np.uint8)
+    m.keyframes[6].frame.right_image = rng.integers(0, 256, (24, 32), dtype=np.uint8)
+    m.keyframes[8].frame.color = rng.integers(0, 256, (2, 3, 4, 5), dtype=np.uint8)  # raw
     m.keyframes[3].frame.T_cam_world = None
     for kf in m.keyframes.values():
         kf.frame.outlier[:] = rng.random(len(kf.frame)) < 0.1
@@ -109,27 +132,31 @@ KEYFRAME_FIELDS = {"id", "frame", "T_cam_world", "covisible", "ordered_covisible
                    "children", "bad", "T_cam_parent", "loop_edges"}
 FRAME_FIELDS = {"id", "timestamp", "uv", "octave", "descriptors", "depth_m", "u_right",
                 "inv_sigma2", "width", "height", "color", "T_cam_world", "point_ids", "outlier",
-                "_grid"}
+                "image", "right_image", "depth_image", "_grid"}
 POINT_SLOTS = {"_s", "bad", "first_kf_id", "id", "observations", "ref_kf_id", "replaced_by"}
 POINT_STORE_FIELDS = ("xyz_world", "descriptor", "normal", "min_dist", "max_dist", "n_visible",
                       "n_found")
+JPEG_ATOL = 4  # colour is JPEG (quality 95) in map files: smooth test images stay this close
 MAP_ATTRS = {"lock", "keyframes", "points", "store", "scale_factor", "n_levels", "_next_kf",
              "_next_pt", "origin_kf_id", "version"}
 
 
-def _assert_same(a: Any, b: Any, what: str) -> None:
-    """Exact equality, array dtypes and dict order included."""
+def _assert_same(a: Any, b: Any, what: str, atol: int = 0) -> None:
+    """Exact equality (``atol`` grey levels for arrays), array dtypes and dict order
+    included."""
     if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
         assert isinstance(a, np.ndarray) and isinstance(b, np.ndarray), what
         assert a.dtype == b.dtype and a.shape == b.shape, (what, a.dtype, b.dtype)
-        assert np.array_equal(a, b), what
+        diff = np.abs(a.astype(np.float64) - b.astype(np.float64))
+        assert np.array_equal(a, b) or diff.max() <= atol, (what, diff.max())
     elif isinstance(a, dict):
         assert list(a.items()) == list(b.items()), what
     else:
         assert type(a) is type(b) and a == b, (what, a, b)
 
 
-def assert_maps_equal(a: Map, b: Map) -> None:
+def assert_maps_equal(a: Map, b: Map, color_atol: int = JPEG_ATOL) -> None:
+    """Equal maps; colour images (JPEG in the file) within ``color_atol`` grey levels."""
     assert (a._next_kf, a._next_pt, a.origin_kf_id, a.version) == (
         b._next_kf, b._next_pt, b.origin_kf_id, b.version)
     assert (a.scale_factor, a.n_levels) == (b.scale_factor, b.n_levels)
@@ -142,7 +169,7 @@ def assert_maps_equal(a: Map, b: Map) -> None:
         for f in fields(Frame):
             if f.name != "_grid":
                 _assert_same(getattr(ka.frame, f.name), getattr(kb.frame, f.name),
-                             f"kf {kid} frame.{f.name}")
+                             f"kf {kid} frame.{f.name}", color_atol if f.name == "color" else 0)
     assert list(a.points) == list(b.points)
     for pid, pa in a.points.items():
         pb = b.points[pid]
@@ -186,7 +213,7 @@ def test_the_file_follows_the_documented_layout(tmp_path: Path) -> None:
     save_map(tmp_path / "m.map", m, CALIB, "stereo", extra={"x": 1})
     data = (tmp_path / "m.map").read_bytes()
     magic, version, header_len, crc = struct.unpack_from("<8sIII", data)
-    assert (magic, version) == (b"SLAMMAP\0", 1)
+    assert (magic, version) == (b"SLAMMAP\0", 2)
     header_bytes = data[20: 20 + header_len]
     assert zlib.crc32(header_bytes) == crc
     header = msgpack.unpackb(header_bytes)
@@ -284,6 +311,116 @@ def test_large_map_save_and_load_timing(tmp_path: Path) -> None:
     assert info.n_points == 30_000 and info.n_keypoints == 300_000
     assert list(loaded.points) == list(m.points)
     np.testing.assert_array_equal(loaded.store.xyz[:30_000], m.store.xyz[:30_000])
+
+
+# --- keyframe images (format version 2) and version 1 files --------------------------------
+V1_FILE = Path(__file__).parent / "data" / "v1_rgbd.map"
+
+
+def _v1_colours() -> tuple[np.ndarray, np.ndarray]:
+    """The colour images tests/map/data/v1_rgbd.map was written with (format version 1)."""
+    yy, xx = np.mgrid[0:24, 0:32]
+    return (np.stack([xx * 8, yy * 10, (xx + yy) * 4], -1).astype(np.uint8),
+            (xx * 7 + yy).astype(np.uint8))
+
+
+def test_a_version_1_file_loads_with_its_colour_images(tmp_path: Path) -> None:
+    """A map saved by format version 1 (raw colour, no other images) loads, and saved
+    again it becomes version 2 with the same content."""
+    loaded = load_map(V1_FILE, calibration=CALIB, sensor="rgbd")
+    assert loaded.info.format_version == 1 and loaded.extra == {"made_by": "format version 1"}
+    m = loaded.map
+    assert list(m.keyframes) == [0, 1, 2, 3] and m.keyframes[3].bad and m.n_points() == 30
+    rgb, grey = _v1_colours()
+    np.testing.assert_array_equal(m.keyframes[1].frame.color, rgb)
+    np.testing.assert_array_equal(m.keyframes[2].frame.color, grey)
+    for kf in m.keyframes.values():
+        f = kf.frame
+        assert f.depth_image is None and f.image is None and f.right_image is None
+        assert (kf.id in (1, 2)) == (f.color is not None)
+    save_map(tmp_path / "v2.map", m, CALIB, "rgbd", color_quality=None)
+    again = load_map(tmp_path / "v2.map")
+    assert again.info.format_version == FORMAT_VERSION == 2
+    assert_maps_equal(m, again.map, color_atol=0)
+
+
+def _camera_images(n: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(colour BGR, grey, depth metres) of ``n`` 640x480 views of the synthetic room."""
+    from slam.synthetic.source import make_synthetic_source
+
+    src = make_synthetic_source("forward", "rgbd", n_frames=n)
+    out = []
+    for sf in src:
+        assert sf.depth_m is not None
+        tint = np.linspace(0.6, 1.0, sf.image.shape[1])[None, :, None] * [0.7, 1.0, 0.85]
+        colour = (sf.image[:, :, None] * tint).astype(np.uint8)  # camera-like: smooth chroma
+        out.append((colour, sf.image, sf.depth_m))
+    return out
+
+
+def test_keyframe_images_are_compressed(tmp_path: Path) -> None:
+    """640x480 colour (JPEG), grey (PNG) and depth (16-bit PNG) round-trip: grey exactly,
+    depth within half a 0.2 mm step, colour close; the file is far below the raw bytes."""
+    m = build_map(3, 30, 50)
+    views = _camera_images(3)
+    for kf, (colour, grey, depth) in zip(m.keyframes.values(), views):
+        kf.frame.color, kf.frame.image, kf.frame.depth_image = colour, grey, depth
+    raw_bytes = sum(c.nbytes + g.nbytes + d.nbytes for c, g, d in views)
+    save_map(tmp_path / "m.map", m, CALIB, "rgbd")
+    size = (tmp_path / "m.map").stat().st_size
+    log.warning("3 keyframes of 640x480 colour, grey and depth: %.2f MB raw, %.2f MB file",
+                raw_bytes / 1e6, size / 1e6)
+    assert size < 0.35 * raw_bytes
+    loaded = load_map(tmp_path / "m.map").map
+    for kf, (colour, grey, depth) in zip(loaded.keyframes.values(), views):
+        f = kf.frame
+        assert f.depth_image is not None and f.color is not None
+        np.testing.assert_array_equal(f.image, grey)
+        assert f.depth_image.dtype == np.float32 and f.depth_image.shape == depth.shape
+        assert np.abs(f.depth_image - depth).max() <= 0.5 / 5000 + 1e-6
+        np.testing.assert_array_equal(f.depth_image == 0, depth == 0)
+        psnr = cv2.PSNR(f.color, colour)
+        assert psnr > 35.0, psnr
+    save_map(tmp_path / "lossless.map", m, CALIB, "rgbd", color_quality=None)
+    for ka, kb in zip(m.keyframes.values(), load_map(tmp_path / "lossless.map").map.keyframes
+                      .values()):
+        np.testing.assert_array_equal(ka.frame.color, kb.frame.color)
+
+
+def test_deep_and_missing_depth_readings(tmp_path: Path) -> None:
+    """Depth beyond 13.1 m gets a coarser step instead of overflowing; NaN and negative
+    readings are stored as 0 (no reading); TUM depth round-trips exactly."""
+    m = build_map(3, 30, 50)
+    far = np.full((24, 32), 40.0, np.float32)
+    far[0, :4] = [np.nan, -1.0, 0.0, 65.5]
+    m.keyframes[0].frame.depth_image = far
+    tum = depth_image((24, 32), 9)
+    m.keyframes[1].frame.depth_image = tum
+    save_map(tmp_path / "m.map", m, CALIB, "rgbd")
+    loaded = load_map(tmp_path / "m.map").map
+    got = loaded.keyframes[0].frame.depth_image
+    assert got is not None
+    np.testing.assert_array_equal(got[0, :3], [0.0, 0.0, 0.0])
+    step = 65.5 / 65535
+    assert abs(got[0, 3] - 65.5) <= step and np.abs(got[1:] - 40.0).max() <= step
+    np.testing.assert_array_equal(loaded.keyframes[1].frame.depth_image, tum)
+
+
+def test_an_image_that_does_not_decode_is_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    encode = persistence.encode_image_arrays
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        arrays = encode(*args, **kwargs)
+        data = arrays["depth.data"].copy()
+        data[len(data) // 2:] = 0
+        return arrays | {"depth.data": data}
+
+    m = rich_map()
+    monkeypatch.setattr(persistence, "encode_image_arrays", broken)
+    save_map(tmp_path / "bad.map", m, CALIB, "rgbd")
+    _raises(tmp_path / "bad.map", "inconsistent", "depth image")
 
 
 # --- foreign, damaged and missing files ---------------------------------------------------

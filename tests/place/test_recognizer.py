@@ -69,8 +69,9 @@ def test_foreign_descriptors_are_rejected(vocab: Vocabulary) -> None:
 def test_factory_gives_the_bow_recognizer_or_explains(tmp_path: Path) -> None:
     rec = make_place_recognizer(PlaceConfig.model_validate({"max_candidates": 4}))
     assert isinstance(rec, BowPlaceRecognizer) and rec.max_candidates == 4
-    with pytest.raises(ConfigError, match="learned place recognition is not available yet"):
-        make_place_recognizer(PlaceConfig.model_validate({"method": "learned"}))
+    with pytest.raises(ConfigError, match="learned model not found"):
+        make_place_recognizer(PlaceConfig.model_validate(
+            {"method": "learned", "embedding_model": str(tmp_path / "missing.onnx")}))
     with pytest.raises(VocabularyError, match="not found"):
         missing = str(tmp_path / "missing.npz")
         make_place_recognizer(PlaceConfig.model_validate({"vocabulary": missing}))
