@@ -10,8 +10,6 @@ global BA in the background, and finally adds the keyframe to the place database
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -32,9 +30,9 @@ from slam.loop.verify import (
 from slam.map.keyframe import KeyFrame
 from slam.map.map import Map
 from slam.place.recognizer import PlaceDescriptor, PlaceRecognizer
+from slam.worker import KeyframeWorker
 
 log = logging.getLogger(__name__)
-_STOP = -1
 
 
 @dataclass
@@ -49,7 +47,7 @@ class LoopEvent:
     n_matches: int
 
 
-class LoopCloser:
+class LoopCloser(KeyframeWorker):
     """Loop detection and correction, in a thread of its own or inline."""
 
     def __init__(
@@ -59,6 +57,7 @@ class LoopCloser:
         on_corrected: Callable[[], None] = lambda: None,
         *, detect: bool = True, threaded: bool = True,
     ) -> None:
+        super().__init__("loop closing", 64, threaded)
         self.cfg = cfg.loop
         self.map = slam_map
         self.recognizer = recognizer
@@ -79,45 +78,20 @@ class LoopCloser:
         self.descriptors: dict[int, PlaceDescriptor] = {}
         self.events: list[LoopEvent] = []
         self.detect_ms: list[float] = []
-        self.threaded = threaded
         self._last_loop_kf = -(10**9)
         self._rng = np.random.default_rng(0)
-        self.queue: queue.Queue[int] = queue.Queue(maxsize=64)
-        self._busy = threading.Event()
-        self._error: BaseException | None = None
-        self._thread: threading.Thread | None = None
-        if threaded:
-            self._thread = threading.Thread(target=self._run, name="loop-closing", daemon=True)
-            self._thread.start()
+        self.start()
 
     # --- interface -------------------------------------------------------------
-    def submit(self, kf_id: int) -> None:
-        """Hand over a keyframe local mapping has finished."""
-        if self._error is not None:
-            raise RuntimeError("loop closing failed") from self._error
-        if not self.threaded:
-            self.process(kf_id)
-            return
-        self._busy.set()
-        self.queue.put(kf_id)
-
-    def is_idle(self) -> bool:
-        return self.queue.empty() and not self._busy.is_set()
-
     def flush(self, timeout: float = 300.0) -> None:
         """Wait until queued keyframes are processed and a running global BA is done."""
-        t_end = time.monotonic() + timeout
-        while not self.is_idle() and time.monotonic() < t_end:
-            time.sleep(0.005)
+        super().flush(timeout)
         self.global_ba.wait()
-        if self._error is not None:
-            raise RuntimeError("loop closing failed") from self._error
+        self.raise_if_failed()
 
     def stop(self) -> None:
         self.global_ba.abort()
-        if self._thread is not None and self._thread.is_alive():
-            self.queue.put(_STOP)
-            self._thread.join(timeout=30)
+        super().stop()
 
     def reset(self) -> None:
         """Forget everything (a new map was started)."""
@@ -127,21 +101,8 @@ class LoopCloser:
         self.detector.reset()
 
     # --- work -------------------------------------------------------------------
-    def _run(self) -> None:
-        while True:
-            kf_id = self.queue.get()
-            if kf_id == _STOP:
-                return
-            try:
-                self._busy.set()
-                self.process(kf_id)
-            except BaseException as exc:  # surfaced to the caller of submit/flush
-                log.exception("loop closing failed on keyframe %d", kf_id)
-                self._error = exc
-                return
-            finally:
-                if self.queue.empty():
-                    self._busy.clear()
+    def handle(self, kf_id: int) -> None:
+        self.process(kf_id)
 
     def process(self, kf_id: int) -> None:
         """Describe, detect, verify and correct for one keyframe; then index it."""

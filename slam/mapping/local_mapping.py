@@ -12,7 +12,6 @@ the map; finished keyframes go on to ``on_done`` (the loop closer).
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable
@@ -26,12 +25,12 @@ from slam.mapping.bundle import build_local_problem, run_local_ba
 from slam.mapping.culling import cull_keyframes, cull_recent_points
 from slam.mapping.fuse import fuse_into
 from slam.mapping.triangulate import triangulate_with
+from slam.worker import KeyframeWorker
 
 log = logging.getLogger(__name__)
-_STOP = -1
 
 
-class LocalMapper:
+class LocalMapper(KeyframeWorker):
     """Processes keyframes, in a thread of its own or inline (``threaded=False``)."""
 
     def __init__(
@@ -39,6 +38,7 @@ class LocalMapper:
         scale_factors: np.ndarray, threaded: bool = True,
         on_done: Callable[[int], None] | None = None,
     ) -> None:
+        super().__init__("local mapping", cfg.mapping.queue_size, threaded)
         self.cfg = cfg.mapping
         self.sensor = sensor
         self.map = slam_map
@@ -48,45 +48,30 @@ class LocalMapper:
         self.stereo_baseline = self.bf / calib.camera.fx if self.bf else 0.0
         self.scale_factors = scale_factors
         self.level_sigma2 = scale_factors**2
-        self.queue: queue.Queue[int] = queue.Queue(maxsize=self.cfg.queue_size)
         self.abort_flag = np.zeros(1, np.int32)
-        self._busy = threading.Event()
         self._points_ready = threading.Event()
         self._points_ready.set()
         self._recent: list[int] = []
-        self.threaded = threaded
         self.ba_ms: list[float] = []
         self.kf_ms: list[float] = []
-        self._error: BaseException | None = None
         self.work_lock = threading.RLock()
         self.on_done = on_done
-        self._thread: threading.Thread | None = None
-        if threaded:
-            self._thread = threading.Thread(target=self._run, name="local-mapping", daemon=True)
-            self._thread.start()
+        self.start()
 
     # --- the link tracking uses --------------------------------------------
     def submit(self, kf_id: int) -> None:
-        """Queue a keyframe (blocks while the queue is full: back-pressure)."""
-        self._raise_if_failed()
-        if not self.threaded:
-            self._process_and_hand_over(kf_id)
-            return
-        self.abort_flag[0] = 1
-        self._busy.set()
-        self._points_ready.clear()
-        self.queue.put(kf_id)
-
-    def is_idle(self) -> bool:
-        return self.queue.empty() and not self._busy.is_set()
-
-    def queue_depth(self) -> int:
-        return self.queue.qsize()
+        """Queue a keyframe (blocks while the queue is full: back-pressure); a running
+        local BA is asked to stop."""
+        self.raise_if_failed()
+        if self.threaded:
+            self.abort_flag[0] = 1
+            self._points_ready.clear()
+        super().submit(kf_id)
 
     def wait_new_points(self, timeout: float = 60.0) -> None:
         """Wait until the last submitted keyframe's new points are in the map."""
         self._points_ready.wait(timeout)
-        self._raise_if_failed()
+        self.raise_if_failed()
 
     def interrupt(self) -> None:
         self.abort_flag[0] = 1
@@ -96,40 +81,11 @@ class LocalMapper:
         self.abort_flag[0] = 1
         return self.work_lock
 
-    def flush(self, timeout: float = 120.0) -> None:
-        """Wait until every queued keyframe has been processed."""
-        t_end = time.monotonic() + timeout
-        while not self.is_idle() and time.monotonic() < t_end:
-            self._raise_if_failed()
-            time.sleep(0.005)
-        self._raise_if_failed()
+    def on_failure(self) -> None:
+        self._points_ready.set()
 
-    def stop(self) -> None:
-        if self._thread is not None and self._thread.is_alive():
-            self.queue.put(_STOP)
-            self._thread.join(timeout=30)
-
-    def _raise_if_failed(self) -> None:
-        if self._error is not None:
-            raise RuntimeError("local mapping failed") from self._error
-
-    # --- the thread ----------------------------------------------------------
-    def _run(self) -> None:
-        while True:
-            kf_id = self.queue.get()
-            if kf_id == _STOP:
-                return
-            try:
-                self._busy.set()
-                self._process_and_hand_over(kf_id)
-            except BaseException as exc:  # surfaced to the tracking thread
-                log.exception("local mapping failed on keyframe %d", kf_id)
-                self._error = exc
-                self._points_ready.set()
-                return
-            finally:
-                if self.queue.empty():
-                    self._busy.clear()
+    def handle(self, kf_id: int) -> None:
+        self._process_and_hand_over(kf_id)
 
     def _process_and_hand_over(self, kf_id: int) -> None:
         with self.work_lock:
