@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.tables import to_markdown
 from slam.config import load_config
 from slam.dense.accuracy import surface_error
 from slam.dense.export import export_mesh, export_points, fuse_map
@@ -155,23 +156,6 @@ BENCHES: dict[str, Callable[[Path, int], list[dict[str, Any]]]] = {
     "speed": bench_speed, "realtime": bench_realtime, "export": bench_export,
     "synthetic": bench_synthetic,
 }
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return "-" if v is None else str(v)
-
-
-def to_markdown(results: dict[str, list[dict[str, Any]]]) -> str:
-    """One table per benchmark; columns are every key of its rows."""
-    out = []
-    for name, rows in results.items():
-        keys = list(dict.fromkeys(k for r in rows for k in r))
-        out += [f"### {name}", "", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-        out += ["| " + " | ".join(_fmt(r.get(k)) for k in keys) + " |" for r in rows]
-        out.append("")
-    return "\n".join(out)
 
 
 def main(argv: list[str] | None = None) -> int:

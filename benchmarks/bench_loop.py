@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from benchmarks.tables import to_markdown
 from slam.config import load_config
 from slam.eval.metrics import ate
 from slam.io.sources import SkippedSpanSource, open_source
@@ -109,25 +110,6 @@ def bench_persist(datasets: Path) -> list[dict[str, Any]]:
 BENCHES: dict[str, Callable[[Path], list[dict[str, Any]]]] = {
     "loop": bench_loop, "kidnap": bench_kidnap, "persist": bench_persist,
 }
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return "-" if v is None else str(v)
-
-
-def to_markdown(results: dict[str, list[dict[str, Any]]]) -> str:
-    out = []
-    for name, rows in results.items():
-        if not rows:
-            continue
-        keys = list(rows[0])
-        out += [f"### {name}", "", "| " + " | ".join(keys) + " |",
-                "|" + "---|" * len(keys)]
-        out += ["| " + " | ".join(_fmt(r[k]) for k in keys) + " |" for r in rows]
-        out.append("")
-    return "\n".join(out)
 
 
 def main(argv: list[str] | None = None) -> int:
