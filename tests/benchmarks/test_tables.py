@@ -12,5 +12,5 @@ def test_cells() -> None:
 def test_one_table_per_benchmark_with_every_key_as_a_column() -> None:
     md = to_markdown({"a": [{"x": 0.5, "y": None}, {"x": 2, "z": "q"}], "empty": []})
     assert md.splitlines() == [
-        "### a", "", "| x | y | z |", "|---|---|---|", "| 0.5 | - | - |", "| 2 | - | q |", "",
+        "### a", "", "| x | y | z |", "|---|---|---|", "| 0.5 | - | - |", "| 2 | - | q |",
     ]
