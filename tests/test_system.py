@@ -45,10 +45,19 @@ def test_monocular_initialises_and_tracks_with_sim3_accuracy() -> None:
 
 
 def test_overlap_rule_adds_keyframes_and_accuracy_on_a_turning_camera() -> None:
-    base, base_err = _run("rgbd", n=120)
+    base, base_err = _run("rgbd", n=120, **{"tracking.keyframe_overlap_ratio": 0.0})
     dense, dense_err = _run("rgbd", n=120, **{"tracking.keyframe_overlap_ratio": 0.5})
     assert dense.stats["keyframes"] > 1.5 * base.stats["keyframes"]
     assert dense_err.rmse_m < base_err.rmse_m
+
+
+@pytest.mark.parametrize(("sensor", "at_most"), [("rgbd", 0.5), ("stereo", 0.5), ("mono", 0.7)])
+def test_subpixel_refinement_cuts_the_error_on_a_turning_camera(sensor: str,
+                                                                at_most: float) -> None:
+    # Measured: RGB-D 5.9 -> 2.0 mm, stereo 10.6 -> 3.0 mm, mono 4.6 -> 2.1 mm.
+    _, whole_px = _run(sensor, threads=False, n=120, **{"tracking.subpixel": False})
+    _, refined = _run(sensor, threads=False, n=120)
+    assert refined.rmse_m < at_most * whole_px.rmse_m
 
 
 def test_inline_mapping_gives_the_same_quality_as_the_mapping_thread() -> None:

@@ -128,7 +128,8 @@ def _curves(out_png: Path) -> str | None:
 
 
 def headline(result: dict[str, Any]) -> dict[str, Any]:
-    """The acceptance numbers: ``descriptor.precision_3px.{learned,orb}``,
+    """The acceptance numbers: ``descriptor.precision_3px.{learned,orb}`` (and the
+    position oracle's, ``.oracle``), ``descriptor.repeatability_3px``,
     ``descriptor.ms_per_1000_keypoints``, ``embedding.recall_at_1.{learned,bow}``."""
     tum = result["descriptor_detail"]["tum_fr1_rpy"]
     held_out = result["embedding_detail"]["test_span"]
@@ -136,6 +137,7 @@ def headline(result: dict[str, Any]) -> dict[str, Any]:
         "descriptor": {
             "precision_1px": tum["precision_1px"], "precision_3px": tum["precision_3px"],
             "precision_5px": tum["precision_5px"],
+            "repeatability_3px": tum.get("repeatability_3px", float("nan")),
             "ms_per_1000_keypoints": tum["ms_per_1000_keypoints"]["median_ms"],
             "net_ms_per_1000_keypoints": tum["net_ms_per_1000_keypoints"]["median_ms"],
         },
@@ -154,6 +156,10 @@ def table(result: dict[str, Any]) -> str:
         p = d[f"precision_{t}px"]
         lines.append(f"{f'matching precision @{t}px (fr1_rpy test)':34s}"
                      f"{p['learned']:10.3f}{p['orb']:10.3f}")
+    if "oracle" in d["precision_3px"]:
+        oracle = " / ".join(f"{d[f'precision_{t}px']['oracle']:.3f}" for t in (1, 3, 5))
+        lines.append(f"position oracle (mutual NN by true position) @1/3/5px: {oracle}; "
+                     f"repeatability @3px {d['repeatability_3px']:.3f}")
     for k in (1, 5):
         r = e[f"recall_at_{k}"]
         lines.append(f"{f'place recall@{k} (fr1_rpy test)':34s}{r['learned']:10.3f}"

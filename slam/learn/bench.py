@@ -3,7 +3,10 @@
 * :func:`descriptor_benchmark`: pairs of test-span frames ``gap`` frames apart; on the
   same ORB keypoints, ORB's and the learned descriptors are matched (mutual nearest
   neighbours, Hamming) and scored against ground-truth correspondences (depth + poses):
-  mean matching accuracy at 1/3/5 px. Also the time of the learned descriptor for
+  mean matching accuracy at 1/3/5 px. Scored alike: the position oracle (mutual
+  nearest neighbours by true pixel distance, the reference a perfect descriptor would
+  reach under this protocol), and the repeatability at 3 px (share of A's keypoints
+  with known truth that have a B keypoint within 3 px). Also the time of the learned descriptor for
   1000 keypoints (patches + cv2.dnn + packing) and of ORB's own descriptor.
 * :func:`place_benchmark`: recall@1/@5 of the bag of words and of the learned embedding
   with the protocol of ``benchmarks/bench_place.py``, on the test span alone (nothing
@@ -25,7 +28,14 @@ from numpy.typing import NDArray
 from slam.config import FeatureConfig
 from slam.features.orb import Keypoints, OrbExtractor
 from slam.learn.data import TEST, FlowTracks, LearnFrame, SplitSpec, open_sequence, project_to
-from slam.learn.evaluate import THRESHOLDS_PX, embedding_ranker, match_metrics, place_recall
+from slam.learn.evaluate import (
+    THRESHOLDS_PX,
+    embedding_ranker,
+    match_metrics,
+    oracle_metrics,
+    place_recall,
+    repeatability,
+)
 from slam.learn.patches import standardize
 
 log = logging.getLogger(__name__)
@@ -44,7 +54,9 @@ class _Described:
 @dataclass
 class _Tally:
     per_pair: dict[str, list[dict[str, float]]] = field(
-        default_factory=lambda: {"orb": [], "learned": [], "orb_mocap": [], "learned_mocap": []})
+        default_factory=lambda: {"orb": [], "learned": [], "orb_mocap": [], "learned_mocap": [],
+                                 "oracle": [], "oracle_mocap": []})
+    repeat_3px: dict[str, list[float]] = field(default_factory=lambda: {"": [], "_mocap": []})
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {"pairs": len(self.per_pair["orb"]),
@@ -58,6 +70,8 @@ class _Tally:
                                    for name, rows in self.per_pair.items()}
         out["correct_3px_per_pair"] = {name: _nanmean([m["correct_3px"] for m in rows])
                                        for name, rows in self.per_pair.items()}
+        for suffix, values in self.repeat_3px.items():
+            out[f"repeatability_3px{suffix}"] = _nanmean(values)
         return out
 
 
@@ -77,7 +91,8 @@ def _stats_ms(times_s: list[float]) -> dict[str, float]:
 def descriptor_benchmark(uri: str, describer: Any, split: SplitSpec, gaps: tuple[int, ...] = GAPS,
                          n_features: int = 1000) -> dict[str, Any]:
     """ORB vs the learned descriptor (``describer``: a LearnedDescriptor) on the test span
-    of ``uri``; returns precision per threshold and method, and timings."""
+    of ``uri``; returns precision per threshold and method (``oracle``: by true
+    position), repeatability at 3 px, and timings."""
     seq = open_sequence(uri)
     if not seq.has_depth:
         raise ValueError(f"{uri}: no depth and ground truth for correspondences")
@@ -107,6 +122,8 @@ def descriptor_benchmark(uri: str, describer: Any, split: SplitSpec, gaps: tuple
                     match_metrics(prev.kp.descriptors, kp.descriptors, uv_true, kp.uv_raw))
                 tally.per_pair["learned" + suffix].append(
                     match_metrics(prev.learned, learned, uv_true, kp.uv_raw))
+                tally.per_pair["oracle" + suffix].append(oracle_metrics(uv_true, kp.uv_raw))
+                tally.repeat_3px[suffix].append(repeatability(uv_true, kp.uv_raw, 3.0))
         window.append(_Described(f, kp, learned, FlowTracks(cam, f, kp.uv_raw)))
     out = tally.summary()
     out.update(sequence=seq.name, gaps=list(gaps), frames=len(t_total),

@@ -3,6 +3,9 @@
 * :func:`match_metrics`: mutual-nearest-neighbour Hamming matching of two frames'
   binary descriptors, scored against ground-truth correspondences: the share of
   matches within 1/3/5 px of the true position (mean matching accuracy, MMA).
+* :func:`oracle_metrics`: the same scores for the position oracle (mutual nearest
+  neighbours by true pixel distance: a descriptor that knew where every keypoint
+  went); :func:`repeatability`: the share of keypoints with a counterpart within 3 px.
 * :func:`place_recall`: the place-recognition protocol of ``benchmarks/bench_place.py``
   (database every 10th frame, queries the rest, candidates within 1 s of the query
   left out, a true place is a database frame within 0.3 m and 20 degrees), for any
@@ -17,6 +20,7 @@ from typing import Any
 import cv2
 import numpy as np
 from numpy.typing import NDArray
+from scipy.spatial import cKDTree
 
 THRESHOLDS_PX = (1, 3, 5)
 DB_EVERY = 10
@@ -49,6 +53,12 @@ def match_metrics(desc_a: NDArray[np.uint8], desc_b: NDArray[np.uint8],
     ``matches``: their number; ``correct_{t}px``: the correct ones.
     """
     ia, ib = mutual_matches(desc_a, desc_b)
+    return _score(ia, ib, uv_true_b, uv_b, thresholds)
+
+
+def _score(ia: NDArray[np.int64], ib: NDArray[np.int64], uv_true_b: NDArray[np.float64],
+           uv_b: NDArray[np.float64], thresholds: Sequence[float]) -> dict[str, float]:
+    """The scores of :func:`match_metrics` for the matches ``(ia, ib)``."""
     known = np.isfinite(uv_true_b[ia]).all(axis=1) if len(ia) else np.zeros(0, bool)
     ia, ib = ia[known], ib[known]
     err = np.linalg.norm(uv_true_b[ia] - uv_b[ib], axis=1) if len(ia) else np.zeros(0)
@@ -58,6 +68,46 @@ def match_metrics(desc_a: NDArray[np.uint8], desc_b: NDArray[np.uint8],
         out[f"correct_{t:g}px"] = float(correct)
         out[f"precision_{t:g}px"] = correct / len(ia) if len(ia) else float("nan")
     return out
+
+
+def position_mutual_matches(uv_true_b: NDArray[np.float64], uv_b: NDArray[np.float64]
+                            ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Mutual nearest neighbours by pixel distance between A's true positions in B
+    ``uv_true_b`` (N, 2; NaN rows, unknown, never match) and B's keypoints ``uv_b``
+    (M, 2), with no distance threshold: index arrays ``(ia, ib)`` of equal length."""
+    known = np.flatnonzero(np.isfinite(uv_true_b).all(axis=1))
+    if len(known) == 0 or len(uv_b) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    _, nn_b = cKDTree(uv_b).query(uv_true_b[known])  # for each known A: nearest B
+    _, nn_a = cKDTree(uv_true_b[known]).query(uv_b)  # for each B: nearest known A
+    mutual = nn_a[nn_b] == np.arange(len(known))
+    return known[mutual].astype(np.int64), np.asarray(nn_b[mutual], np.int64)
+
+
+def oracle_metrics(uv_true_b: NDArray[np.float64], uv_b: NDArray[np.float64],
+                   thresholds: Sequence[float] = THRESHOLDS_PX) -> dict[str, float]:
+    """:func:`match_metrics` of the position oracle: the matches of
+    :func:`position_mutual_matches`, i.e. of a descriptor whose distance is the true
+    pixel distance. Its wrong matches at t px are exactly the mutual pairs of A
+    keypoints with no B keypoint within t px. The reference a descriptor is measured
+    against, not a strict bound: a descriptor that leaves such A keypoints unmatched
+    can score higher."""
+    ia, ib = position_mutual_matches(uv_true_b, uv_b)
+    return _score(ia, ib, uv_true_b, uv_b, thresholds)
+
+
+def repeatability(uv_true_b: NDArray[np.float64], uv_b: NDArray[np.float64],
+                  radius_px: float = 3.0) -> float:
+    """Share of A's keypoints with a known true position ``uv_true_b`` (N, 2; NaN:
+    unknown) that have one of B's keypoints ``uv_b`` (M, 2) within ``radius_px``
+    pixels; NaN when none is known."""
+    true = uv_true_b[np.isfinite(uv_true_b).all(axis=1)]
+    if len(true) == 0:
+        return float("nan")
+    if len(uv_b) == 0:
+        return 0.0
+    dist, _ = cKDTree(uv_b).query(true)
+    return float(np.count_nonzero(dist <= radius_px)) / len(true)
 
 
 def angle_deg(R_a: NDArray[np.float64], R_b: NDArray[np.float64]) -> NDArray[np.float64]:

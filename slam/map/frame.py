@@ -84,6 +84,15 @@ class Frame:
         """The frame's image: colour (H, W, 3) BGR when there is one, else grey (H, W)."""
         return self.color if self.color is not None else self.image
 
+    def move_keypoints(self, rows: NDArray[np.int64], uv: NDArray[np.float64]) -> None:
+        """Move keypoints ``rows`` (M,) to ideal pixels ``uv`` (M, 2) (a refinement):
+        ``u_right`` shifts with ``u``, and the radius-search grid is rebuilt."""
+        du = uv[:, 0] - self.uv[rows, 0]
+        has_right = self.u_right[rows] >= 0
+        self.u_right[rows[has_right]] += du[has_right]
+        self.uv[rows] = uv
+        self._grid = None
+
     def has_depth(self) -> NDArray[np.bool_]:
         """Mask (N,) of keypoints with a depth measurement."""
         return self.depth_m > 0

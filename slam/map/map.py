@@ -15,6 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from slam.features.matching import distinctive_descriptor, distinctive_descriptors
+from slam.map.frame import Frame
 from slam.map.keyframe import KeyFrame
 from slam.map.map_point import MapPoint
 from slam.map.point_store import PointStore
@@ -36,6 +37,22 @@ class PointArrays:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+
+@dataclass
+class ReferenceObservations:
+    """Map points as their reference keyframes saw them. Per point (M,): ``rows`` its
+    position in the query, ``kf_index`` its keyframe in ``kf_ids``, ``uv`` (M, 2) ideal
+    pixels there, ``xyz_world`` (M, 3) metres. Per keyframe (G,): ``kf_ids``,
+    ``T_cam_world`` (G, 4, 4) and ``frames`` (for their pixels)."""
+
+    rows: NDArray[np.int64]
+    kf_index: NDArray[np.int64]
+    uv: NDArray[np.float64]
+    xyz_world: NDArray[np.float64]
+    kf_ids: list[int]
+    T_cam_world: NDArray[np.float64]
+    frames: list[Frame]
 
 
 class Map:
@@ -169,6 +186,35 @@ class Map:
                                else pids)
             return PointArrays(ids, st.xyz[ids], st.desc[ids], st.normal[ids],
                                st.min_dist[ids], st.max_dist[ids])
+
+    def reference_observations(self, pids: NDArray[np.int64]) -> ReferenceObservations:
+        """Where each of ``pids`` (N,) was seen in its reference keyframe; points that are
+        gone, or whose reference is culled, are left out."""
+        rows, kf_index, kps = [], [], []
+        slot: dict[int, int] = {}
+        with self.lock:
+            for row, pid in enumerate(pids.tolist()):
+                mp = self.points.get(pid)
+                if mp is None or mp.bad:
+                    continue
+                kf = self.keyframes.get(mp.ref_kf_id)
+                kp = mp.observations.get(mp.ref_kf_id)
+                if kf is None or kf.bad or kp is None:
+                    continue
+                rows.append(row)
+                kf_index.append(slot.setdefault(kf.id, len(slot)))
+                kps.append(kp)
+            kfs = [self.keyframes[k] for k in slot]
+            g = np.array(kf_index, np.int64)
+            r = np.array(rows, np.int64)
+            kp_arr = np.array(kps, np.int64)
+            uv = np.zeros((len(r), 2))
+            for i, kf in enumerate(kfs):
+                sel = g == i
+                uv[sel] = kf.frame.uv[kp_arr[sel]]
+            T = np.array([kf.T_cam_world for kf in kfs]).reshape(-1, 4, 4)
+            return ReferenceObservations(r, g, uv, self.store.xyz[pids[r]].copy(),
+                                         list(slot), T, [kf.frame for kf in kfs])
 
     def count_visible(self, pids: NDArray[np.int64]) -> None:
         """Points that a frame should have seen (ORB-SLAM's IncreaseVisible)."""

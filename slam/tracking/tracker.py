@@ -32,6 +32,7 @@ from slam.tracking.initializer import MonocularInitializer, add_depth_points, in
 from slam.tracking.projection import match_projected, project_into
 from slam.tracking.relocalization import relocalize
 from slam.tracking.state import TrackResult, TrackState
+from slam.tracking.subpixel import SubpixelRefiner
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,9 @@ class Tracker:
         self.K = calib.camera.K
         self.builder = FrameBuilder(calib, cfg.features, sensor)
         self.bf = self.builder.bf
+        self.refiner = (SubpixelRefiner(calib.camera, self.builder.scale_factors,
+                                        self.tcfg.subpixel_max_shift)
+                        if self.tcfg.subpixel else None)
         self.close_depth = calib.max_close_depth_m or 3.0
         self.state = TrackState.INITIALIZING
         self.mono_init: MonocularInitializer | None = None
@@ -121,7 +125,7 @@ class Tracker:
             ok = self._initialize(frame)
             is_kf = ok
         else:
-            ok = self._track_frame(frame)
+            ok = self._track_frame(frame, sf.image)
             if ok:
                 is_kf = self._maybe_insert_keyframe(frame)
         if ok and frame.T_cam_world is not None:
@@ -213,7 +217,7 @@ class Tracker:
         self.local_kf_ids = [kf.id]
 
     # ---------------------------------------------------------------- tracking
-    def _track_frame(self, frame: Frame) -> bool:
+    def _track_frame(self, frame: Frame, image: NDArray[np.uint8]) -> bool:
         if self.sensor == "mono" and self.tcfg.wait_for_mapping:
             # A monocular map grows only by triangulation: let the last keyframe's
             # new points arrive before matching (stereo/RGB-D points come from depth).
@@ -227,7 +231,20 @@ class Tracker:
             ok = self._recover(frame)
         if ok:
             ok = self._track_local_map(frame)
+        if ok and self.refiner is not None:
+            ok = self._refine(frame, image)
         return ok
+
+    def _refine(self, frame: Frame, image: NDArray[np.uint8]) -> bool:
+        """Sub-pixel refinement of the matches, then the pose again."""
+        assert self.refiner is not None
+        rows = self.refiner.refine(frame, image, self.map)
+        if len(rows) == 0:
+            return True
+        self.n_inliers = self._optimize(frame)
+        if self.refiner.weigh(frame, rows, self.map) > 1.0:
+            self.n_inliers = self._optimize(frame)
+        return self.n_inliers >= self.tcfg.min_tracked_points
 
     def _optimize(self, frame: Frame) -> int:
         """Pose-only optimisation on the frame's matches; drops outliers; returns inliers."""
