@@ -46,7 +46,7 @@ def _ate(gt: Any, res: RunResult, sensor: str) -> float:
 # (whole-pixel keypoints, ORB-SLAM's keyframe rules alone) leaves centimetres to take out.
 ODOMETRY: dict[str, dict[str, object]] = {
     "default": {},
-    "whole-pixel": {"tracking.subpixel": False, "tracking.keyframe_overlap_ratio": 0.0},
+    "whole-pixel": {"tracking.subpixel": "off", "tracking.keyframe_overlap_ratio": 0.0},
 }
 
 

@@ -157,7 +157,10 @@ def build_options(args: argparse.Namespace) -> tuple[Any, Any]:
 
     source, calibration = _open_source(args)
     live = source is None or args.rate == "realtime" or source.length is None
-    overrides = {"tracking.wait_for_mapping": False} if live else {}
+    # A live camera must be kept up with: tracking never waits for mapping, and only the
+    # frames that become keyframes get sub-pixel refinement (about 4 ms a frame saved).
+    overrides: dict[str, Any] = (
+        {"tracking.wait_for_mapping": False, "tracking.subpixel": "keyframes"} if live else {})
     overrides.update(parse_overrides(args.overrides))
     config = load_config(args.config, overrides)
     ingest_ep = endpoint(args.ingest, args.bind, PORTS["ingest"])

@@ -72,7 +72,7 @@ class OrbExtractor:
         kps, desc = self._orb.compute(image, kps)
         if desc is None or len(kps) == 0:
             return _empty_keypoints()
-        uv = np.array([k.pt for k in kps], dtype=np.float64).reshape(-1, 2)
+        uv = np.asarray(cv2.KeyPoint.convert(kps), dtype=np.float64).reshape(-1, 2)
         return Keypoints(
             uv_raw=uv,
             octave=np.array([k.octave for k in kps], dtype=np.int32),
@@ -89,8 +89,8 @@ class OrbExtractor:
         if n <= self.n_features:
             return list(kps)
         cell = self.cfg.grid_cell_px
-        uv = np.array([k.pt for k in kps], dtype=np.float32)
-        resp = np.array([k.response for k in kps], dtype=np.float32)
+        uv = np.asarray(cv2.KeyPoint.convert(kps), dtype=np.float32).reshape(-1, 2)
+        resp = np.fromiter((k.response for k in kps), np.float32, count=n)
         n_cols = (width + cell - 1) // cell
         cell_id = (uv[:, 1] // cell).astype(np.int64) * n_cols + (uv[:, 0] // cell).astype(np.int64)
         order = np.lexsort((-resp, cell_id))

@@ -168,14 +168,16 @@ class Map:
 
     def n_tracked_points(self, kf_id: int, min_obs: int) -> int:
         """Points of a keyframe seen by at least ``min_obs`` keyframes."""
+        return int(np.count_nonzero(self.observation_counts(kf_id) >= min_obs))
+
+    def observation_counts(self, kf_id: int) -> NDArray[np.int64]:
+        """How many keyframes see each live point of a keyframe, (M,)."""
         with self.lock:
             kf = self.keyframes[kf_id]
-            n = 0
-            for p in kf.point_ids[kf.point_ids >= 0]:
-                mp = self.points.get(int(p))
-                if mp is not None and not mp.bad and len(mp.observations) >= min_obs:
-                    n += 1
-            return n
+            points = self.points
+            counts = [len(mp.observations) for p in kf.point_ids[kf.point_ids >= 0].tolist()
+                      if (mp := points.get(p)) is not None and not mp.bad]
+            return np.array(counts, np.int64)
 
     def point_arrays(self, pids: Iterable[int] | NDArray[np.int64]) -> PointArrays:
         """Arrays of the given points that still exist, in the order given (erased ones

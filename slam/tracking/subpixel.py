@@ -25,7 +25,8 @@ from slam.map.map import Map
 
 log = logging.getLogger(__name__)
 
-ITERATIONS = 10
+ITERATIONS = 8
+GATE_PX = 4.0  # level pixels between a match and its point's projection, at most
 MAX_REL_RMS = 0.5  # residual RMS / template contrast above which an alignment is refused
 CACHE_KEYFRAMES = 64
 NOMINAL_SIGMA = 0.5  # px at level 0: the error of an unrefined (whole-pixel) keypoint
@@ -100,11 +101,19 @@ class SubpixelRefiner:
         if slots is None:
             return np.zeros(0, np.int64)
         rows = idx[ref.rows]
+        # Matches far from where the current pose puts their point are outliers the
+        # optimisation will drop: not worth aligning.
+        xyz_cam = ref.xyz_world @ frame.T_cam_world[:3, :3].T + frame.T_cam_world[:3, 3]
+        in_front = xyz_cam[:, 2] > 0
+        uv_pred = self.camera.project(np.where(in_front[:, None], xyz_cam, 1.0))
+        step = self.scale_factors[frame.octave[rows]]
+        near = in_front & (np.linalg.norm(uv_pred - frame.uv[rows], axis=1) < GATE_PX * step)
+        rows, group, step = rows[near], ref.kf_index[near], step[near]
         T_cur_ref = frame.T_cam_world @ np.linalg.inv(ref.T_cam_world)
         uv_raw, ok = align_patches(
-            self.images.buffer, slots, ref.T_cam_world, T_cur_ref, ref.kf_index,
-            ref.xyz_world, self._to_raw(ref.uv), image, self._to_raw(frame.uv[rows]),
-            self.scale_factors[frame.octave[rows]], self.camera.fx, self.camera.fy, HALF,
+            self.images.buffer, slots, ref.T_cam_world, T_cur_ref, group,
+            ref.xyz_world[near], self._to_raw(ref.uv[near]), image,
+            self._to_raw(frame.uv[rows]), step, self.camera.fx, self.camera.fy, HALF,
             ITERATIONS, self.max_shift, MAX_REL_RMS)
         rows = rows[ok]
         frame.move_keypoints(rows, self.camera.undistort_points(uv_raw[ok]))

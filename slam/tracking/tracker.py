@@ -71,7 +71,8 @@ class Tracker:
         self.bf = self.builder.bf
         self.refiner = (SubpixelRefiner(calib.camera, self.builder.scale_factors,
                                         self.tcfg.subpixel_max_shift)
-                        if self.tcfg.subpixel else None)
+                        if self.tcfg.subpixel_mode(sensor) != "off" else None)
+        self.subpixel = self.tcfg.subpixel_mode(sensor)
         self.close_depth = calib.max_close_depth_m or 3.0
         self.state = TrackState.INITIALIZING
         self.mono_init: MonocularInitializer | None = None
@@ -127,7 +128,7 @@ class Tracker:
         else:
             ok = self._track_frame(frame, sf.image)
             if ok:
-                is_kf = self._maybe_insert_keyframe(frame)
+                is_kf = self._maybe_insert_keyframe(frame, sf.image)
         if ok and frame.T_cam_world is not None:
             self._after_success(frame)
         elif self.state != TrackState.INITIALIZING:
@@ -230,21 +231,22 @@ class Tracker:
         if not ok:
             ok = self._recover(frame)
         if ok:
-            ok = self._track_local_map(frame)
-        if ok and self.refiner is not None:
-            ok = self._refine(frame, image)
+            ok = self._track_local_map(frame, image)
         return ok
 
-    def _refine(self, frame: Frame, image: NDArray[np.uint8]) -> bool:
-        """Sub-pixel refinement of the matches, then the pose again."""
+    def _refine_and_optimize(self, frame: Frame, image: NDArray[np.uint8], n_inliers: int
+                             ) -> int:
+        """Sub-pixel refinement of the (inlier) matches of an optimised frame, the pose
+        again, and once more when the refined keypoints proved precise enough to weigh
+        more. ``n_inliers``: the frame's inliers now. Returns the inliers after."""
         assert self.refiner is not None
-        rows = self.refiner.refine(frame, image, self.map)
-        if len(rows) == 0:
-            return True
-        self.n_inliers = self._optimize(frame)
-        if self.refiner.weigh(frame, rows, self.map) > 1.0:
-            self.n_inliers = self._optimize(frame)
-        return self.n_inliers >= self.tcfg.min_tracked_points
+        refined = self.refiner.refine(frame, image, self.map)
+        if len(refined) == 0:
+            return n_inliers
+        n = self._optimize(frame)
+        if self.refiner.weigh(frame, refined, self.map) > 1.0:
+            n = self._optimize(frame)
+        return n
 
     def _optimize(self, frame: Frame) -> int:
         """Pose-only optimisation on the frame's matches; drops outliers; returns inliers."""
@@ -393,7 +395,7 @@ class Tracker:
         self.local_kf_ids = local
         return local
 
-    def _track_local_map(self, frame: Frame) -> bool:
+    def _track_local_map(self, frame: Frame, image: NDArray[np.uint8]) -> bool:
         local = self._update_local_keyframes(frame)
         matched = frame.point_ids[frame.point_ids >= 0]
         counting = not self.localization_only  # a localisation-only map stays as loaded
@@ -418,6 +420,8 @@ class Tracker:
             if counting:
                 self.map.count_visible(pts.ids[proj.keep])
         n = self._optimize(frame)
+        if self.subpixel == "all" and n >= self.tcfg.min_tracked_points:
+            n = self._refine_and_optimize(frame, image, n)
         if counting:
             self.map.count_found(frame.point_ids[frame.point_ids >= 0])
         self.n_inliers = n
@@ -431,7 +435,8 @@ class Tracker:
         # ORB-SLAM counts a stereo observation twice; we count keyframes.
         min_obs = (2 if n_kfs <= 2 else 3) if self.sensor == "mono" else (1 if n_kfs <= 2 else 2)
         assert self.ref_kf is not None
-        n_ref = self.map.n_tracked_points(self.ref_kf.id, min_obs)
+        obs_counts = self.map.observation_counts(self.ref_kf.id)
+        n_ref = int(np.count_nonzero(obs_counts >= min_obs))
         # Offline replays decide as if mapping kept up, and wait for it when it has not.
         idle = self.tcfg.wait_for_mapping or self.mapping.is_idle()
         need_close = False
@@ -450,8 +455,7 @@ class Tracker:
         # fewer than ``keyframe_overlap_ratio`` of the reference's points are tracked.
         low_overlap = False
         if self.sensor != "mono" and n_kfs >= 2 and self.tcfg.keyframe_overlap_ratio > 0:
-            n_ref_all = self.map.n_tracked_points(self.ref_kf.id, 1)
-            low_overlap = self.n_inliers < self.tcfg.keyframe_overlap_ratio * n_ref_all
+            low_overlap = self.n_inliers < self.tcfg.keyframe_overlap_ratio * len(obs_counts)
         c2 = (self.n_inliers < ratio * n_ref or need_close or low_overlap) and self.n_inliers > 15
         if not ((c1a or c1b or c1c) and c2):
             return False
@@ -463,9 +467,11 @@ class Tracker:
         self.mapping.interrupt()
         return self.sensor != "mono" and self.mapping.queue_depth() < 3
 
-    def _maybe_insert_keyframe(self, frame: Frame) -> bool:
+    def _maybe_insert_keyframe(self, frame: Frame, image: NDArray[np.uint8]) -> bool:
         if self.localization_only or not self._need_keyframe(frame):
             return False
+        if self.subpixel == "keyframes":  # the map keeps refined observations
+            self.n_inliers = self._refine_and_optimize(frame, image, self.n_inliers)
         assert frame.T_cam_world is not None
         kf = KeyFrame(self.map.new_keyframe_id(), frame, frame.T_cam_world.copy())
         with self.map.lock:

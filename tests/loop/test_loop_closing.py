@@ -23,7 +23,7 @@ from slam.system import RunResult, run_offline
 
 LAPS = 2.0
 REVISIT_S = 10.0  # the first frame of the second lap repeats the pose of frame 0
-WHOLE_PIXEL = {"tracking.subpixel": False, "tracking.keyframe_overlap_ratio": 0.0}
+WHOLE_PIXEL = {"tracking.subpixel": "off", "tracking.keyframe_overlap_ratio": 0.0}
 
 
 def _run(sensor: str, loop: bool, **overrides: object) -> tuple[RunResult, float]:

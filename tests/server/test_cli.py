@@ -46,13 +46,16 @@ def test_options_of_a_push_server_and_of_a_replay() -> None:
     assert (opts.pub_endpoint, opts.ingest_endpoint) == ("tcp://0.0.0.0:5555",
                                                          "tcp://0.0.0.0:7000")
     assert opts.config.tracking.wait_for_mapping is False  # live frames never wait
+    assert opts.config.tracking.subpixel == "keyframes"  # and only keyframes are refined
     opts, source = build_options(_parse("serve", "--source", "synthetic:sideways?n=3",
                                         "--sensor", "rgbd", "--set", "features.n_features=500"))
     assert source is not None and source.length == 3 and not opts.realtime
     assert opts.config.tracking.wait_for_mapping is True and opts.config.features.n_features == 500
+    assert opts.config.tracking.subpixel == "auto"
     opts, _ = build_options(_parse("serve", "--source", "synthetic:sideways?n=3", "--sensor",
-                                   "rgbd", "--rate", "realtime"))
+                                   "rgbd", "--rate", "realtime", "--set", "tracking.subpixel=off"))
     assert opts.realtime and opts.config.tracking.wait_for_mapping is False
+    assert opts.config.tracking.subpixel == "off"  # what the user asks for wins
 
 
 @pytest.mark.parametrize(("argv", "error", "match"), [

@@ -121,3 +121,50 @@ def test_keyframe_images_reuse_the_least_recently_used_slot() -> None:
     wrong = make_frame(np.zeros((0, 2)))
     wrong.image = np.zeros((5, 8), np.uint8)
     assert images.slots([9], [wrong]) is None
+
+
+@pytest.mark.parametrize(("value", "mode"), [
+    ("off", "off"), (False, "off"), ("false", "off"), (True, "all"), ("keyframes", "keyframes"),
+    ("auto", "auto")])
+def test_the_subpixel_setting_takes_switches_and_modes(value: object, mode: str) -> None:
+    from slam.config import load_config
+
+    assert load_config(overrides={"tracking.subpixel": value}).tracking.subpixel == mode
+
+
+def test_keyframes_mode_refines_only_the_frames_that_become_keyframes() -> None:
+    from slam.config import load_config
+    from slam.system import SlamSystem
+    from tests.map.factories import synthetic_source
+
+    src = synthetic_source("rgbd")
+    system = SlamSystem(load_config(overrides={"tracking.subpixel": "keyframes",
+                                               "system.threads": False}),
+                        src.calibration, "rgbd")  # type: ignore[arg-type]
+    assert system.tracker.refiner is not None
+    calls: list[int] = []
+    refine = system.tracker.refiner.refine
+
+    def counting(frame, image, slam_map):  # type: ignore[no-untyped-def]
+        calls.append(frame.id)
+        return refine(frame, image, slam_map)
+
+    system.tracker.refiner.refine = counting  # type: ignore[method-assign]
+    keyframe_ids = []
+    for i in range(20):
+        res = system.process(src.frame(i))
+        if res.is_keyframe:
+            keyframe_ids.append(res.frame_id)
+    system.finish()
+    assert calls and set(calls) <= set(keyframe_ids)
+    assert len(calls) >= len(keyframe_ids) - 1  # all but the first (made by initialisation)
+
+
+def test_auto_refines_every_frame_with_depth_and_keyframes_in_monocular() -> None:
+    from slam.config import load_config
+
+    cfg = load_config().tracking
+    assert [cfg.subpixel_mode(s) for s in ("rgbd", "stereo", "mono")] == [
+        "all", "all", "keyframes"]
+    forced = load_config(overrides={"tracking.subpixel": "off"}).tracking
+    assert forced.subpixel_mode("rgbd") == "off"
