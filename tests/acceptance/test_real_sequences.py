@@ -14,10 +14,11 @@ from slam.system import RunResult, run_offline
 pytestmark = pytest.mark.slow
 
 
-def _run(uri: str, sensor: str) -> tuple[RunResult, float, int]:
+def _run(uri: str, sensor: str, **overrides: object) -> tuple[RunResult, float, int]:
     source = open_source(uri, sensor)
     assert source.calibration is not None
-    res = run_offline(source, sensor, source.calibration, load_config(), progress=False)
+    res = run_offline(source, sensor, source.calibration, load_config(overrides=overrides),
+                      progress=False)
     gt = source.ground_truth()
     assert gt is not None
     err = ate(gt, res.trajectory, "sim3" if sensor == "mono" else "se3")
@@ -25,14 +26,18 @@ def _run(uri: str, sensor: str) -> tuple[RunResult, float, int]:
 
 
 def test_tum_fr1_rpy_rgbd(shared_datasets: Path) -> None:
-    res, rmse, n = _run(f"tum:{shared_datasets / 'tum' / 'rgbd_dataset_freiburg1_rpy'}", "rgbd")
+    # With the mapping thread, thread timing moves the result by a few millimetres (2.1-2.5
+    # cm quiet, 2.7 cm once under CI's parallel load; the benchmark reports the median of
+    # 3 threaded runs, 2.27 cm). Mapping inline runs the same algorithm and repeats: 2.26 cm.
+    res, rmse, n = _run(f"tum:{shared_datasets / 'tum' / 'rgbd_dataset_freiburg1_rpy'}", "rgbd",
+                        **{"system.threads": False})
     assert res.stats["tracked_frames"] >= 0.98 * n
     assert rmse <= 0.025
 
 
 def test_tum_fr1_rpy_monocular(shared_datasets: Path) -> None:
     res, rmse, n = _run(f"tum:{shared_datasets / 'tum' / 'rgbd_dataset_freiburg1_rpy'}", "mono")
-    # Monocular replays map inline, so the result repeats: 702/723 tracked, 2.7 cm.
+    # Monocular replays map inline, so the result repeats: 702/723 tracked, 2.8 cm.
     assert res.stats["tracked_frames"] >= 0.90 * n
     assert rmse <= 0.04
 
