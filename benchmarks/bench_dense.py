@@ -19,7 +19,6 @@ Results go to ``dense.json`` and ``dense.md`` in ``--out``.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import tempfile
 import time
@@ -29,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.tables import to_markdown
+from benchmarks.tables import save_tables
 from slam.config import load_config
 from slam.dense.accuracy import surface_error
 from slam.dense.export import export_mesh, export_points, fuse_map
@@ -169,11 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("slam").setLevel(logging.WARNING)
     results = {name: BENCHES[name](args.datasets, args.runs)
                for name in (args.only or list(BENCHES))}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "dense.json").write_text(json.dumps(results, indent=2) + "\n")
-    md = to_markdown(results)
-    (args.out / "dense.md").write_text(md + "\n")
-    print(md)
+    print(save_tables(results, args.out, "dense"))
     return 0
 
 

@@ -17,7 +17,6 @@ Results go to ``loop.json`` and ``loop.md`` in ``--out``.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import tempfile
 import time
@@ -25,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks.tables import to_markdown
+from benchmarks.tables import save_tables
 from slam.config import load_config
 from slam.eval.metrics import ate
 from slam.io.sources import SkippedSpanSource, open_source
@@ -134,11 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("slam").setLevel(logging.WARNING)
     results = {name: BENCHES[name](args.datasets) for name in (args.only or list(BENCHES))}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "loop.json").write_text(json.dumps(results, indent=2) + "\n")
-    md = to_markdown(results)
-    (args.out / "loop.md").write_text(md + "\n")
-    print(md)
+    print(save_tables(results, args.out, "loop"))
     return 0
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 
@@ -23,3 +25,13 @@ def to_markdown(results: dict[str, list[dict[str, Any]]]) -> str:
         out += ["| " + " | ".join(fmt(r.get(k)) for k in keys) + " |" for r in rows]
         out.append("")
     return "\n".join(out)
+
+
+def save_tables(results: dict[str, list[dict[str, Any]]], out_dir: Path, stem: str) -> str:
+    """Write ``results`` to ``out_dir/stem.json`` and its tables to ``out_dir/stem.md``;
+    returns the Markdown."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")
+    md = to_markdown(results)
+    (out_dir / f"{stem}.md").write_text(md + "\n")
+    return md

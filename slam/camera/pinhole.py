@@ -97,6 +97,14 @@ class PinholeCamera:
         out = cv2.undistortPoints(uv.reshape(-1, 1, 2), self.K, self.dist_coeffs, P=self.K)
         return np.asarray(out, dtype=np.float64).reshape(-1, 2)
 
+    def distort_points(self, uv: Array) -> Array:
+        """Raw distorted pixels (N, 2) of ideal pixels (N, 2), the inverse of
+        :meth:`undistort_points`; identity without distortion."""
+        uv = np.asarray(uv, dtype=np.float64).reshape(-1, 2)
+        if not self.is_distorted or len(uv) == 0:
+            return uv.copy()
+        return self.project_distorted(np.c_[self.bearings(uv), np.ones(len(uv))])
+
     def in_image(self, uv: Array, margin: float = 0.0) -> NDArray[np.bool_]:
         """Mask (N,) of pixels inside the image, ``margin`` pixels from the border."""
         uv = np.asarray(uv).reshape(-1, 2)

@@ -110,11 +110,12 @@ class SubpixelRefiner:
         near = in_front & (np.linalg.norm(uv_pred - frame.uv[rows], axis=1) < GATE_PX * step)
         rows, group, step = rows[near], ref.kf_index[near], step[near]
         T_cur_ref = frame.T_cam_world @ np.linalg.inv(ref.T_cam_world)
+        cam = self.camera
         uv_raw, ok = align_patches(
             self.images.buffer, slots, ref.T_cam_world, T_cur_ref, group,
-            ref.xyz_world[near], self._to_raw(ref.uv[near]), image,
-            self._to_raw(frame.uv[rows]), step, self.camera.fx, self.camera.fy, HALF,
-            ITERATIONS, self.max_shift, MAX_REL_RMS)
+            ref.xyz_world[near], cam.distort_points(ref.uv[near]), image,
+            cam.distort_points(frame.uv[rows]), step, cam.fx, cam.fy, HALF, ITERATIONS,
+            self.max_shift, MAX_REL_RMS)
         rows = rows[ok]
         frame.move_keypoints(rows, self.camera.undistort_points(uv_raw[ok]))
         return rows
@@ -139,11 +140,3 @@ class SubpixelRefiner:
         log.debug("frame %d: %d refined keypoints, sigma %.3f px, gain %.1f",
                   frame.id, len(rows), sigma, gain)
         return gain
-
-    def _to_raw(self, uv: NDArray[np.float64]) -> NDArray[np.float64]:
-        """Raw (distorted) pixels of ideal pixels (N, 2)."""
-        if not self.camera.is_distorted:
-            return np.ascontiguousarray(uv, dtype=np.float64)
-        xyz = np.c_[(uv - [self.camera.cx, self.camera.cy]) / [self.camera.fx, self.camera.fy],
-                    np.ones(len(uv))]
-        return np.ascontiguousarray(self.camera.project_distorted(xyz), dtype=np.float64)

@@ -69,10 +69,10 @@ class Tracker:
         self.K = calib.camera.K
         self.builder = FrameBuilder(calib, cfg.features, sensor)
         self.bf = self.builder.bf
+        self.subpixel = self.tcfg.subpixel_mode(sensor)
         self.refiner = (SubpixelRefiner(calib.camera, self.builder.scale_factors,
                                         self.tcfg.subpixel_max_shift)
-                        if self.tcfg.subpixel_mode(sensor) != "off" else None)
-        self.subpixel = self.tcfg.subpixel_mode(sensor)
+                        if self.subpixel != "off" else None)
         self.close_depth = calib.max_close_depth_m or 3.0
         self.state = TrackState.INITIALIZING
         self.mono_init: MonocularInitializer | None = None

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from benchmarks.tables import fmt, to_markdown
+import json
+
+from benchmarks.tables import fmt, save_tables, to_markdown
 
 
 def test_cells() -> None:
@@ -14,3 +16,11 @@ def test_one_table_per_benchmark_with_every_key_as_a_column() -> None:
     assert md.splitlines() == [
         "### a", "", "| x | y | z |", "|---|---|---|", "| 0.5 | - | - |", "| 2 | - | q |",
     ]
+
+
+def test_save_tables_writes_the_json_and_the_markdown(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    results = {"a": [{"x": 0.5}]}
+    md = save_tables(results, tmp_path / "out", "bench")
+    assert json.loads((tmp_path / "out" / "bench.json").read_text()) == results
+    assert (tmp_path / "out" / "bench.md").read_text() == md + "\n"
+    assert md == to_markdown(results)

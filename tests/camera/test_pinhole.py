@@ -65,6 +65,20 @@ def test_undistort_inverts_project_distorted() -> None:
     assert CAM.undistort_points(np.zeros((0, 2))).shape == (0, 2)
 
 
+def test_distort_points_inverts_undistort_points() -> None:
+    xyz = random_points(3)
+    uv_raw = CAM.project_distorted(xyz)
+    np.testing.assert_allclose(CAM.distort_points(CAM.project(xyz)), uv_raw, atol=1e-9)
+    # OpenCV's iterative undistortion, then ours back: the raw pixels again
+    np.testing.assert_allclose(CAM.distort_points(CAM.undistort_points(uv_raw)), uv_raw,
+                               atol=1e-2)
+    uv = CAM_IDEAL.project(xyz)
+    out = CAM_IDEAL.distort_points(uv)
+    np.testing.assert_array_equal(out, uv)
+    assert out is not uv
+    assert CAM.distort_points(np.zeros((0, 2))).shape == (0, 2)
+
+
 def test_in_image_margin() -> None:
     uv = np.array([[0.0, 0.0], [639.5, 479.5], [640.0, 10.0], [5.0, 5.0], [-0.1, 3.0]])
     np.testing.assert_array_equal(CAM.in_image(uv), [True, True, False, True, False])
