@@ -39,8 +39,8 @@ from slam.geometry.alignment import umeyama
 from slam.geometry.lie import se3_inv
 from slam.io.sources import open_source
 from slam.map.persistence import load_map, save_map
+from slam.replay import RunResult, run_offline
 from slam.synthetic.source import make_synthetic_source
-from slam.system import RunResult, run_offline
 
 log = logging.getLogger("benchmarks.bench_dense")
 REPO = Path(__file__).resolve().parents[1]

@@ -29,8 +29,8 @@ from slam.config import load_config
 from slam.eval.metrics import ate
 from slam.io.sources import SkippedSpanSource, open_source
 from slam.map.persistence import load_map
+from slam.replay import RunResult, run_offline
 from slam.synthetic.source import make_synthetic_source
-from slam.system import RunResult, run_offline
 
 log = logging.getLogger("benchmarks.bench_loop")
 REPO = Path(__file__).resolve().parents[1]

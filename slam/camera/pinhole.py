@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from slam.errors import CalibrationError
+from slam.camera.limits import check_distortion, check_intrinsics, check_sensor
 
 Array = NDArray[np.float64]
 
@@ -34,13 +34,9 @@ class PinholeCamera:
     dist: tuple[float, ...] = field(default=(0.0, 0.0, 0.0, 0.0, 0.0))
 
     def __post_init__(self) -> None:
-        vals = [self.fx, self.fy, self.cx, self.cy]
-        if not all(np.isfinite(v) for v in vals) or self.fx <= 0 or self.fy <= 0:
-            raise CalibrationError(f"invalid intrinsics fx={self.fx} fy={self.fy}")
-        if self.width <= 0 or self.height <= 0:
-            raise CalibrationError(f"invalid image size {self.width}x{self.height}")
-        if len(self.dist) not in (4, 5, 8) or not all(np.isfinite(d) for d in self.dist):
-            raise CalibrationError(f"invalid distortion coefficients {self.dist}")
+        """Range checks (:mod:`slam.camera.limits`): :class:`CalibrationError` naming the field."""
+        check_intrinsics(self.fx, self.fy, self.cx, self.cy, self.width, self.height)
+        check_distortion(self.dist)
 
     @cached_property
     def K(self) -> Array:
@@ -136,12 +132,9 @@ class Calibration:
     rgb_order: bool = True
 
     def __post_init__(self) -> None:
-        if not np.isfinite(self.fps) or self.fps <= 0:
-            raise CalibrationError(f"invalid frame rate {self.fps}")
-        if self.baseline_m is not None and not (self.baseline_m > 0):
-            raise CalibrationError(f"invalid stereo baseline {self.baseline_m}")
-        if self.depth_factor is not None and not (self.depth_factor > 0):
-            raise CalibrationError(f"invalid depth factor {self.depth_factor}")
+        """Range checks (:mod:`slam.camera.limits`): :class:`CalibrationError` naming the field."""
+        check_sensor(self.camera.fx, self.fps, self.baseline_m, self.bf, self.depth_factor,
+                     self.th_depth)
 
     @property
     def stereo_bf(self) -> float | None:

@@ -57,7 +57,7 @@ def _slam_run(source: str, sensor: str, overrides: dict[str, Any], progress: boo
     from slam.config import load_config
     from slam.eval.metrics import ate
     from slam.io.sources import open_source
-    from slam.system import run_offline
+    from slam.replay import run_offline
 
     cfg = load_config(None, overrides)
     src = open_source(source, sensor)

@@ -6,6 +6,8 @@ import argparse
 import json
 import logging
 import math
+import signal
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -70,6 +72,9 @@ def register(commands: Any, parents: Sequence[argparse.ArgumentParser]) -> None:
         help="replay at the source's frame rate, dropping frames when late",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--strict", action="store_true",
+                   help="refuse frames whose timestamp does not increase (exit 3) instead "
+                   "of skipping them with a warning")
     p.add_argument("--features", choices=("orb", "learned"),
                    help="keypoint descriptors: ORB's, or the learned network's (models/)")
     p.add_argument("--place", choices=("bow", "learned"),
@@ -159,7 +164,7 @@ def _evaluate(gt: Trajectory | None, est: Trajectory, sensor: str) -> AteResult 
     from slam.errors import EvaluationError
     from slam.eval.metrics import ate
 
-    if gt is None:
+    if gt is None or len(est) == 0:
         return None
     try:
         return ate(gt, est, alignment_for(sensor))  # type: ignore[arg-type]
@@ -276,7 +281,13 @@ def _dense_options(args: argparse.Namespace) -> Any:
 
 
 def execute(args: argparse.Namespace) -> int:
-    """Run ``slam run``; see :func:`register` for the options."""
+    """Run ``slam run``; see :func:`register` for the options.
+
+    Ctrl-C, SIGTERM or a frame that cannot be read stop the replay between frames;
+    the trajectory, stats, plot and ATE of the frames processed so far are still
+    written, one line on stderr says so, and the exit status is 130, 143 or the
+    data error's (3). A second Ctrl-C aborts at once.
+    """
     from slam.config import load_config
 
     overrides = parse_overrides(args.overrides)
@@ -288,44 +299,74 @@ def execute(args: argparse.Namespace) -> int:
         overrides["place.method"] = args.place
     config = load_config(args.config, overrides)
     source, calibration = _open(args)
-    try:
-        from slam import system  # after the inputs are checked: errors come fast
+    from slam import replay  # after the inputs are checked: errors come fast
 
-        initial_map = _load_map(args, calibration)
-        dense = _dense_options(args)
-        extra = {"dense": dense} if dense is not None else {}
-        gt = source.ground_truth()
-        log.info(
-            "%s: %s frames, sensor %s", source.name, getattr(source, "length", None), args.sensor
-        )
-        result = system.run_offline(
-            source,
-            args.sensor,
-            calibration,
-            config,
-            realtime=args.realtime,
-            progress=not args.no_progress,
-            initial_map=initial_map,
-            localization_only=args.localize,
-            save_map=args.save_map,
-            **extra,
-        )
-    finally:
-        close = getattr(source, "close", None)
-        if callable(close):
-            close()
+    with replay.stop_on_signals(replay.ReplayStop()) as stop:
+        try:
+            initial_map = _load_map(args, calibration)
+            dense = _dense_options(args)
+            extra = {"dense": dense} if dense is not None else {}
+            gt = source.ground_truth()
+            log.info(
+                "%s: %s frames, sensor %s", source.name, getattr(source, "length", None),
+                args.sensor,
+            )
+            result = replay.run_offline(
+                source,
+                args.sensor,
+                calibration,
+                config,
+                realtime=args.realtime,
+                progress=not args.no_progress,
+                initial_map=initial_map,
+                localization_only=args.localize,
+                save_map=args.save_map,
+                stop=stop,
+                strict_stamps=getattr(args, "strict", False),
+                partial_on_error=True,
+                **extra,
+            )
+        finally:
+            close = getattr(source, "close", None)
+            if callable(close):
+                close()
+        _write_outputs(args, result, gt, str(source.name))
+    return _ending(args, result, getattr(source, "length", None))
+
+
+def _write_outputs(args: argparse.Namespace, result: Any, gt: Trajectory | None,
+                   name: str) -> None:
+    """Trajectory, stats, plot and the summary line (stdout) of a replay, complete or not."""
     est = result.trajectory
     write_trajectory(args.out, est, args.format)
     ate_result = _evaluate(gt, est, args.sensor)
-    stats = build_stats(result, args.sensor, str(source.name), ate_result)
+    stats = build_stats(result, args.sensor, name, ate_result)
     if args.stats is not None:
         write_json(args.stats, stats)
     if args.plot is not None:
-        _plot(args.plot, gt, est, ate_result, f"{source.name} ({args.sensor})", result.loops)
+        _plot(args.plot, gt, est, ate_result, f"{name} ({args.sensor})", result.loops)
     print(summary_line(stats), flush=True)
     d = getattr(result, "dense", None)
     if d is not None:
         print(f"mesh {d.mesh_path}: {d.n_vertices} vertices, {d.n_triangles} triangles from "
               f"{d.n_keyframes} keyframes" + (f"; picture {d.png_path}" if d.png_path else ""),
               flush=True)
-    return 0
+
+
+SIGNAL_EXIT = {"sigint": 128 + signal.SIGINT, "sigterm": 128 + signal.SIGTERM}  # 130, 143
+
+
+def _ending(args: argparse.Namespace, result: Any, total: int | None) -> int:
+    """Exit status of a replay whose outputs are written; an early stop says so on stderr
+    in one line (a data error as that error, for the ``slam: error:`` line)."""
+    stopped = getattr(result, "stopped", "completed")
+    if stopped == "completed":
+        return 0
+    read = int(getattr(result, "frames_read", 0))
+    where = f"after {read} of {total} frames" if total is not None else f"after {read} frames"
+    wrote = f"wrote {len(result.trajectory)} poses to {args.out}"
+    error = getattr(result, "error", None)
+    if error is not None:
+        raise type(error)(f"{error}; stopped {where}, {wrote}") from error
+    print(f"slam: stopped by {stopped.upper()} {where}; {wrote}", file=sys.stderr, flush=True)
+    return SIGNAL_EXIT.get(stopped, 1)

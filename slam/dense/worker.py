@@ -22,6 +22,7 @@ import contextlib
 import logging
 import multiprocessing as mp
 import os
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -280,6 +281,7 @@ def start_dense(slam_map: Map, calibration: Calibration, sensor: str,
 def _child_main(conn: Connection, calibration: Calibration, options: DenseOptions) -> None:
     """Entry point of the dense process: prepare and fuse views, rebuild, write the mesh."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C: the parent decides
     os.dup2(2, 1)  # Open3D and Filament print on stdout: keep the run's report clean
     with contextlib.suppress(OSError):
         os.nice(_NICE)

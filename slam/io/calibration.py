@@ -105,7 +105,8 @@ def load_calibration(path: str | Path, image_size: ImageSize | None = None) -> C
 
     ``image_size`` is ``(width, height)`` of the images, used when the file has no
     ``Camera.width``/``Camera.height`` and checked against them otherwise.
-    Raises :class:`CalibrationError` naming the file and key on any problem.
+    Raises :class:`CalibrationError` naming the file and key on any problem, values
+    out of the ranges of :mod:`slam.camera.limits` included.
     """
     p = Path(path)
     values = read_opencv_yaml(p)
@@ -180,14 +181,17 @@ def load_kitti_calib(calib_txt: str | Path, image_size: ImageSize) -> Calibratio
     baseline = float(P0[0, 3] - P1[0, 3]) / fx
     if baseline <= 0:
         raise CalibrationError(f"{p}: P0/P1 give a non-positive baseline {baseline}")
-    camera = PinholeCamera(fx, fy, cx, cy, int(image_size[0]), int(image_size[1]))
-    return Calibration(
-        camera=camera,
-        fps=KITTI_FPS,
-        baseline_m=float(baseline),
-        bf=float(baseline * fx),
-        th_depth=KITTI_TH_DEPTH,
-    )
+    try:
+        camera = PinholeCamera(fx, fy, cx, cy, int(image_size[0]), int(image_size[1]))
+        return Calibration(
+            camera=camera,
+            fps=KITTI_FPS,
+            baseline_m=float(baseline),
+            bf=float(baseline * fx),
+            th_depth=KITTI_TH_DEPTH,
+        )
+    except CalibrationError as exc:
+        raise CalibrationError(f"{p}: P0/P1: {exc}") from exc
 
 
 def tum_calibration_for(sequence_name: str) -> Calibration | None:

@@ -9,7 +9,7 @@ import pytest
 from slam.config import load_config
 from slam.eval.metrics import ate
 from slam.io.sources import open_source
-from slam.system import RunResult, run_offline
+from slam.replay import RunResult, run_offline
 
 pytestmark = pytest.mark.slow
 

@@ -18,8 +18,8 @@ from slam.errors import SensorError
 from slam.geometry.alignment import umeyama
 from slam.geometry.lie import make_pose, se3_inv, so3_exp
 from slam.map.map import Map
+from slam.replay import run_offline
 from slam.synthetic.source import make_synthetic_source
-from slam.system import run_offline
 from tests.dense.helpers import depth_map
 
 log = logging.getLogger(__name__)

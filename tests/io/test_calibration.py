@@ -144,3 +144,38 @@ def test_kitti_calib_malformed(tmp_path: Path, text: str, pattern: str) -> None:
 def test_kitti_calib_missing(tmp_path: Path) -> None:
     with pytest.raises(CalibrationError, match="not found"):
         load_kitti_calib(tmp_path / "calib.txt", (100, 100))
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ("Camera.width: 640\nCamera.height: 480\nCamera.k1: 1.0e20\nCamera.k2: 0.0\n"
+         "Camera.p1: 0.0\nCamera.p2: 0.0\n", "k1"),  # issue 12, finding 7
+        ("Camera.width: 640\nCamera.height: 480\nCamera.fps: 1.0e9\n", "fps"),
+        ("Camera.width: 640\nCamera.height: 480\nCamera.bf: 1.0e12\n", "bf"),
+        ("Camera.width: 640\nCamera.height: 480\nDepthMapFactor: 1.0e300\n", "depth factor"),
+        ("Camera.width: 100000\nCamera.height: 480\n", "width"),
+    ],
+)
+def test_out_of_range_settings_name_file_and_field(
+    tmp_path: Path, extra: str, field: str
+) -> None:
+    path = _write(tmp_path, BASE + extra)
+    with pytest.raises(CalibrationError, match=rf"settings\.yaml: .*{field}"):
+        load_calibration(path)
+
+
+def test_absurd_focal_length_in_settings(tmp_path: Path) -> None:
+    """Issue 12, finding 7: ``fx = 1e308`` was accepted."""
+    path = _write(tmp_path, BASE.replace("500.0", "1.0e308") + "Camera.width: 640\n"
+                  "Camera.height: 480\n")
+    with pytest.raises(CalibrationError, match=r"settings\.yaml: fx = 1e\+308 is out of range"):
+        load_calibration(path)
+
+
+def test_out_of_range_kitti_calib_names_file(tmp_path: Path) -> None:
+    path = tmp_path / "calib.txt"
+    path.write_text("P0: 1e308 0 600 0 0 700 180 0 0 0 1 0\n"
+                    "P1: 1e308 0 600 -1e308 0 700 180 0 0 0 1 0\n")
+    with pytest.raises(CalibrationError, match=r"calib\.txt: P0/P1: fx"):
+        load_kitti_calib(path, (1241, 376))

@@ -7,8 +7,8 @@ import numpy as np
 from slam.config import load_config
 from slam.eval.metrics import ate
 from slam.io.sources import SkippedSpanSource
+from slam.replay import run_offline
 from slam.synthetic.source import make_synthetic_source
-from slam.system import run_offline
 
 
 def test_a_kidnapped_camera_relocalises_in_the_map_without_loop_closing() -> None:

@@ -156,25 +156,36 @@ class BoundedReader:
 
     Iterating yields the frames; an exception raised while reading is re-raised
     in the consumer. ``realtime=True`` releases frames no faster than their
-    timestamps. ``close()`` (or leaving the ``with`` block) stops the thread early.
+    timestamps. ``close()`` (or leaving the ``with`` block) stops the thread early;
+    so does setting ``stop`` (e.g. from a signal handler), which also ends the
+    iteration within ``STOP_POLL_S`` even while no frame arrives.
     """
 
+    STOP_POLL_S = 0.1  # how often a consumer waiting for a frame looks at ``stop``
+
     def __init__(
-        self, frames: Iterable[SensorFrame], maxsize: int = 8, realtime: bool = False
+        self, frames: Iterable[SensorFrame], maxsize: int = 8, realtime: bool = False,
+        stop: threading.Event | None = None,
     ) -> None:
         if maxsize < 1:
             raise ValueError("maxsize must be >= 1")
         self._frames = frames
         self._queue: queue.Queue[object] = queue.Queue(maxsize=maxsize)
-        self._stop = threading.Event()
+        self._stop = threading.Event()  # set by close()
+        self._stop_requested = stop  # set by the caller, never by this class
         self._realtime = realtime
         self._thread = threading.Thread(target=self._run, name="frame-reader", daemon=True)
         self._started = False
         self._done = False
 
+    def _stopping(self) -> bool:
+        """Whether ``close()`` was called or the caller's ``stop`` is set."""
+        return self._stop.is_set() or (
+            self._stop_requested is not None and self._stop_requested.is_set())
+
     def _put(self, item: object) -> bool:
-        """Put with back-pressure; False once closed."""
-        while not self._stop.is_set():
+        """Put with back-pressure; False once closed or stopped."""
+        while not self._stopping():
             try:
                 self._queue.put(item, timeout=0.05)
                 return True
@@ -185,16 +196,16 @@ class BoundedReader:
     def _pace(self, stamp: float, t0: tuple[float, float] | None) -> tuple[float, float]:
         if t0 is None:
             return time.monotonic(), stamp
-        wait = t0[0] + (stamp - t0[1]) - time.monotonic()
-        if wait > 0:
-            self._stop.wait(wait)
+        deadline = t0[0] + (stamp - t0[1])
+        while not self._stopping() and (wait := deadline - time.monotonic()) > 0:
+            self._stop.wait(min(wait, self.STOP_POLL_S))
         return t0
 
     def _run(self) -> None:
         t0: tuple[float, float] | None = None
         try:
             for frame in self._frames:
-                if self._stop.is_set():
+                if self._stopping():
                     return
                 if self._realtime:
                     t0 = self._pace(frame.timestamp, t0)
@@ -215,7 +226,13 @@ class BoundedReader:
     def __iter__(self) -> Iterator[SensorFrame]:
         self.start()
         while not self._done:
-            item = self._queue.get()
+            if self._stopping():
+                self._done = True
+                return
+            try:
+                item = self._queue.get(timeout=self.STOP_POLL_S)
+            except queue.Empty:
+                continue
             if item is _END:
                 self._done = True
                 return

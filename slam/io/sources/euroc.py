@@ -24,6 +24,7 @@ import numpy as np
 import yaml
 from numpy.typing import NDArray
 
+from slam.camera.limits import check_distortion, check_fps, check_intrinsics
 from slam.camera.pinhole import Calibration, PinholeCamera
 from slam.errors import CalibrationError, DataSourceError
 from slam.geometry.conventions import pose_from_t_q_xyzw, q_wxyz_to_xyzw
@@ -77,13 +78,21 @@ def read_sensor_yaml(path: Path) -> EurocCamera:
     if fu <= 0 or fv <= 0:
         raise CalibrationError(f"{path}: intrinsics must have positive focal lengths")
     w, h = _floats(doc, "resolution", 2, path)
+    dist = _floats(doc, "distortion_coefficients", 4, path)
+    rate_hz = float(doc.get("rate_hz", 20.0))
+    try:  # the ranges of slam.camera.limits, named in this file's terms
+        check_intrinsics(fu, fv, cu, cv, w, h)
+        check_distortion(dist.tolist())
+        check_fps(rate_hz)
+    except CalibrationError as exc:
+        raise CalibrationError(f"{path}: {exc}") from exc
     K = np.array([[fu, 0.0, cu], [0.0, fv, cv], [0.0, 0.0, 1.0]])
     return EurocCamera(
         K=K,
-        dist=_floats(doc, "distortion_coefficients", 4, path),
+        dist=dist,
         size=(int(w), int(h)),
         T_body_cam=_floats(doc, "T_BS", 16, path).reshape(4, 4),
-        rate_hz=float(doc.get("rate_hz", 20.0)),
+        rate_hz=rate_hz,
     )
 
 

@@ -136,6 +136,44 @@ def test_close_stops_a_blocked_reader() -> None:
     assert not any(t.name == "frame-reader" and t.is_alive() for t in threading.enumerate())
 
 
+def test_stop_event_ends_a_consumer_waiting_on_a_blocked_source() -> None:
+    """Issue 12, finding 7: a signal handler sets ``stop``; the replay's main thread must
+    not stay blocked while the source delivers nothing."""
+    blocked, release, stop = threading.Event(), threading.Event(), threading.Event()
+    got_first = threading.Event()
+
+    def stalling() -> Iterator[SensorFrame]:
+        yield _frame(0)
+        blocked.set()
+        release.wait(30.0)  # a camera that delivers nothing more
+        yield _frame(1)
+
+    def request_stop() -> None:
+        blocked.wait(30.0)
+        got_first.wait(30.0)
+        stop.set()
+
+    stopper = threading.Thread(target=request_stop)
+    reader = BoundedReader(stalling(), maxsize=2, stop=stop)
+    stopper.start()
+    try:
+        frames = iter(reader)
+        assert next(frames).index == 0
+        got_first.set()
+        assert list(frames) == []  # ends once stop is set, though no frame comes
+    finally:
+        release.set()
+        reader.close(timeout=5.0)
+        stopper.join(5.0)
+
+
+def test_close_leaves_the_callers_stop_event_alone() -> None:
+    stop = threading.Event()
+    with BoundedReader((_frame(i) for i in range(3)), stop=stop) as reader:
+        assert [f.index for f in reader] == [0, 1, 2]
+    assert not stop.is_set()
+
+
 def test_realtime_paces_by_timestamps() -> None:
     stamps = [100.0, 100.1, 100.2, 100.3]
     start = time.monotonic()

@@ -180,3 +180,12 @@ def test_bad_sensor_yaml(euroc_dir: Path) -> None:
     yaml_path.write_text(yaml_path.read_text().replace("intrinsics: [450.0,", "intrinsics: ["))
     with pytest.raises(CalibrationError, match=r"sensor.yaml: intrinsics must hold 4"):
         open_source(f"euroc:{euroc_dir}", "mono")
+
+
+def test_out_of_range_sensor_yaml_names_file_and_field(euroc_dir: Path) -> None:
+    """Issue 12, finding 7: absurd values are refused like every other calibration's."""
+    yaml_path = euroc_dir / "mav0" / "cam0" / "sensor.yaml"
+    text = yaml_path.read_text().replace("intrinsics: [450.0,", "intrinsics: [1e308,")
+    yaml_path.write_text(text)
+    with pytest.raises(CalibrationError, match=r"sensor\.yaml: fx = 1e\+308 is out of range"):
+        open_source(f"euroc:{euroc_dir}", "mono")
