@@ -79,8 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--window", type=int, default=4, metavar="N",
                       help="frames in flight without --rate (default 4)")
     for name in ("save-map", "load-map"):
-        m = sub.add_parser(name, help=f"{name.replace('-', ' ')} (a path on the server's machine)")
-        m.add_argument("path", metavar="FILE")
+        m = sub.add_parser(name, help=f"{name.replace('-', ' ')} (a name in the server's map "
+                           "directory, such as 'office'; never a path)")
+        m.add_argument("name", metavar="NAME")
+        if name == "save-map":
+            m.add_argument("--wait", type=float, default=60.0, metavar="S",
+                           help="wait up to S seconds for the background save to finish "
+                           "(default %(default)s; 0: return once it has started)")
+    sub.add_parser("list-maps", help="list the maps in the server's map directory")
     for name in SIMPLE_COMMANDS:
         sub.add_parser(name, help=f"{name} the service")
     return p
@@ -196,12 +202,19 @@ def cmd_push(client: SlamClient, args: argparse.Namespace) -> int:
 
 def cmd_map_file(client: SlamClient, args: argparse.Namespace) -> int:
     if args.command == "save-map":
-        reply = client.save_map(args.path)
-        print(f"saved {reply.get('path', args.path)} ({reply.get('bytes', '?')} bytes)")
+        reply = client.save_map(args.name, wait_s=args.wait or None)
+        if reply.get("state") == "saved":
+            print(f"saved map {reply.get('name')} ({reply.get('bytes', '?')} bytes, "
+                  f"{reply.get('seconds', '?')} s)")
+        else:
+            print(f"saving map {reply.get('name')} (see stats: map_save)")
+    elif args.command == "load-map":
+        reply = client.load_map(args.name)
+        print(f"loaded map {reply.get('name', args.name)}: {reply.get('keyframes', '?')} "
+              f"keyframes, {reply.get('map_points', '?')} map points")
     else:
-        reply = client.load_map(args.path)
-        print(f"loaded {args.path}: {reply.get('keyframes', '?')} keyframes, "
-              f"{reply.get('map_points', '?')} map points")
+        for m in client.list_maps():
+            print(f"{m.get('name')}\t{m.get('bytes')}\t{m.get('modified')}")
     return EXIT_OK
 
 
@@ -212,7 +225,7 @@ def cmd_simple(client: SlamClient, args: argparse.Namespace) -> int:
 
 
 HANDLERS = {"echo": cmd_echo, "stats": cmd_stats, "snapshot": cmd_snapshot, "push": cmd_push,
-            "save-map": cmd_map_file, "load-map": cmd_map_file,
+            "save-map": cmd_map_file, "load-map": cmd_map_file, "list-maps": cmd_map_file,
             **{name: cmd_simple for name in SIMPLE_COMMANDS}}
 
 

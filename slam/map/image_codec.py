@@ -9,6 +9,7 @@ cannot hold (not uint8, odd shapes) are stored raw. OpenCV encodes and decodes.
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from enum import IntEnum
 from typing import Any
@@ -17,9 +18,18 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from slam.io.image_header import jpeg_size, png_size
+
 DEPTH_SCALE = 5000.0  # units per metre: 0.2 mm, max 13.1 m
+MIN_DEPTH_SCALE, MAX_DEPTH_SCALE = 1.0, 1e6  # units per metre of a stored depth image
 _UINT16_MAX = 65535
 _PNG_LEVEL = 1  # fast; barely larger than level 9 on depth and camera images
+CHANNELS = (1, 3, 4)  # of a (H, W, C) image; grey images are (H, W)
+# Decoding a map's images allocates at most this many bytes per pixel of the camera
+# and keyframe: colour, grey and right images up to 4 channels of uint8 each, depth
+# float32 (``check_image_arrays``).
+DECODED_BYTES_PER_PIXEL = 16
+Blob = bytes | memoryview | NDArray[np.uint8]
 
 
 class Codec(IntEnum):
@@ -53,16 +63,34 @@ def encode_image(img: NDArray[np.uint8], jpeg_quality: int | None) -> tuple[Code
     return codec, buf.tobytes()
 
 
-def decode_image(codec: Codec, data: bytes, shape: tuple[int, ...]) -> NDArray[np.uint8]:
-    """Inverse of :func:`encode_image`; ValueError when the result is not of ``shape``."""
+def _imdecode(codec: Codec, data: Blob, shape: tuple[int, ...], flag: int) -> Any:
+    """``cv2.imdecode`` of PNG or JPEG ``data`` once its header declares the (H, W) of
+    ``shape`` (so a forged header cannot make OpenCV allocate more); None if it fails."""
+    buf = np.frombuffer(data, np.uint8)
+    if codec == Codec.PNG:
+        declared = png_size(buf.data)
+    elif codec == Codec.JPEG:
+        declared = jpeg_size(buf.data)
+    else:
+        raise ValueError(f"unknown image codec {int(codec)}")
+    if declared != (shape[1], shape[0]):
+        raise ValueError(f"an encoded image declares size {declared}, expected "
+                         f"{shape[1]}x{shape[0]}")
+    try:
+        return cv2.imdecode(buf, flag)
+    except cv2.error:
+        return None
+
+
+def decode_image(codec: Codec, data: Blob, shape: tuple[int, ...]) -> NDArray[np.uint8]:
+    """Inverse of :func:`encode_image`; ValueError when the result is not of ``shape``
+    (checked in the PNG/JPEG header before decoding)."""
     if codec == Codec.RAW:
         if len(data) != int(np.prod(shape)):
             raise ValueError(f"{len(data)} raw image bytes do not fit shape {shape}")
         return np.frombuffer(data, np.uint8).reshape(shape).copy()
-    if codec not in (Codec.PNG, Codec.JPEG):
-        raise ValueError(f"unknown image codec {int(codec)}")
     flag = cv2.IMREAD_GRAYSCALE if len(shape) == 2 else cv2.IMREAD_UNCHANGED
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
+    img = _imdecode(codec, data, shape, flag)
     if img is None or img.shape != tuple(shape) or img.dtype != np.uint8:
         got = None if img is None else img.shape
         raise ValueError(f"an encoded image decodes to {got}, expected {tuple(shape)}")
@@ -71,12 +99,13 @@ def decode_image(codec: Codec, data: bytes, shape: tuple[int, ...]) -> NDArray[n
 
 def depth_scale_for(depth_m: NDArray[np.floating[Any]]) -> float:
     """Units per metre for :func:`encode_depth`: :data:`DEPTH_SCALE` unless the deepest
-    reading would overflow 16 bits, then the largest scale that fits."""
+    reading would overflow 16 bits, then the largest scale that fits (at least
+    :data:`MIN_DEPTH_SCALE`: readings beyond 65.5 km are clipped)."""
     finite = depth_m[np.isfinite(depth_m)]
     deepest = float(finite.max()) if finite.size else 0.0
     if deepest * DEPTH_SCALE <= _UINT16_MAX:
         return DEPTH_SCALE
-    return float(np.floor(_UINT16_MAX / deepest))
+    return max(MIN_DEPTH_SCALE, float(np.floor(_UINT16_MAX / deepest)))
 
 
 def encode_depth(depth_m: NDArray[np.float32], scale: float) -> bytes:
@@ -92,15 +121,15 @@ def encode_depth(depth_m: NDArray[np.float32], scale: float) -> bytes:
     return bytes(buf.tobytes())
 
 
-def decode_depth(data: bytes, scale: float, shape: tuple[int, ...]) -> NDArray[np.float32]:
+def decode_depth(data: Blob, scale: float, shape: tuple[int, ...]) -> NDArray[np.float32]:
     """(H, W) float32 metres of :func:`encode_depth`'s bytes: ``raw / scale`` in float32,
     the same arithmetic as the TUM reader, so TUM depth round-trips exactly."""
-    raw = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if not MIN_DEPTH_SCALE <= scale <= MAX_DEPTH_SCALE:
+        raise ValueError(f"invalid depth scale {scale}")
+    raw = _imdecode(Codec.PNG, data, shape, cv2.IMREAD_UNCHANGED)
     if raw is None or raw.dtype != np.uint16 or raw.shape != tuple(shape):
         got = None if raw is None else (raw.dtype, raw.shape)
         raise ValueError(f"an encoded depth image decodes to {got}, expected uint16 {shape}")
-    if not scale > 0:
-        raise ValueError(f"invalid depth scale {scale}")
     return (raw.astype(np.float32) / np.float32(scale)).astype(np.float32)
 
 
@@ -115,7 +144,7 @@ Images = dict[str, list[NDArray[Any] | None]]
 
 
 def image_spec() -> dict[str, tuple[str | None, tuple[int, ...], str]]:
-    """The image arrays in the notation of ``persistence._SPEC``."""
+    """The image arrays in the notation of ``map_arrays.SPEC``."""
     spec: dict[str, tuple[str | None, tuple[int, ...], str]] = {
         "kf.depth_scale": ("<f8", (), "K")}
     for k in IMAGE_KINDS:
@@ -166,40 +195,66 @@ def encode_image_arrays(images: Images, color_quality: int | None,
     return out
 
 
-def check_image_arrays(a: dict[str, NDArray[Any]]) -> None:
-    """Codes, dimensions and raw sizes consistent (ValueError otherwise); the decoders
-    check each decoded shape."""
+def check_image_arrays(a: dict[str, NDArray[Any]], width: int, height: int) -> None:
+    """Codes, dimensions and raw sizes consistent, every image exactly ``height`` x
+    ``width`` pixels (grey (H, W), or (H, W, C) with C in :data:`CHANNELS`; depth
+    (H, W)), and the decoded bytes within :data:`DECODED_BYTES_PER_PIXEL` per pixel
+    and keyframe; ValueError otherwise. The decoders check each PNG/JPEG header and
+    decoded shape."""
+    total = 0
     for k in IMAGE_KINDS:
         codec, nd, shape = a[f"kf.{k}_codec"], a[f"kf.{k}_ndim"], a[f"kf.{k}_shape"]
         allowed = (Codec.NONE, Codec.PNG) if k == "depth" else tuple(Codec)
         if not np.all(np.isin(codec, [int(c) for c in allowed])):
             raise ValueError(f"kf.{k}_codec holds unknown codes")
-        if np.any((nd < 0) != (codec == Codec.NONE)) or np.any(nd > 4) or np.any(shape < 0):
+        present = nd >= 0
+        if np.any(present != (codec != Codec.NONE)):
             raise ValueError(f"kf.{k}_ndim does not match kf.{k}_codec")
-        if k == "depth" and np.any((nd != 2) & (nd >= 0)):
-            raise ValueError("depth images must be (H, W)")
+        if not np.all(np.isin(nd[present], (2,) if k == "depth" else (2, 3))):
+            raise ValueError(f"{k} images must be (H, W)" + ("" if k == "depth" else
+                                                              " or (H, W, C)"))
+        sh = shape[present]
+        if np.any(sh[:, 0] != height) or np.any(sh[:, 1] != width):
+            raise ValueError(f"a {k} image is not of the camera's size {width}x{height}")
+        channels = np.where(nd[present] == 3, sh[:, 2], 1)
+        if not np.all(np.isin(channels, CHANNELS)):
+            raise ValueError(f"a {k} image has {int(channels.max())} channels")
+        itemsize = 4 if k == "depth" else 1
+        sizes = np.zeros(len(nd), np.int64)
+        sizes[present] = height * width * channels
         raw = codec == Codec.RAW
-        sizes = np.prod(np.where(np.arange(4) < nd[:, None], shape, 1), axis=1)
         if np.any(sizes[raw] != np.diff(a[f"kf.{k}_offsets"])[raw]):
             raise ValueError(f"{k} image shapes do not match their data")
+        total += int(sizes.sum()) * itemsize
+    budget = len(a["kf.depth_scale"]) * width * height * DECODED_BYTES_PER_PIXEL
+    if total > budget:
+        raise ValueError(f"the images would decode to {total} bytes, more than the "
+                         f"{budget} bytes {len(a['kf.depth_scale'])} keyframes may hold")
 
 
 def decode_image_arrays(a: dict[str, NDArray[Any]], workers: int = 2) -> Images:
     """Every keyframe's images (None where absent), per kind, decoded in ``workers``
-    threads; ValueError names an image that does not decode to its stored shape."""
+    threads from views of the arrays (no copy of the encoded bytes); ValueError names
+    an image that does not decode to its stored shape. Call :func:`check_image_arrays`
+    first."""
     n = len(a["kf.depth_scale"])
-    data = {k: a[f"{k}.data"].tobytes() for k in IMAGE_KINDS}
+    failed = threading.Event()  # stop decoding the rest once one image failed
 
     def one(kind: str, i: int) -> NDArray[Any] | None:
         nd = int(a[f"kf.{kind}_ndim"][i])
-        if nd < 0:
+        if nd < 0 or failed.is_set():
             return None
         lo, hi = a[f"kf.{kind}_offsets"][i: i + 2]
         shape = tuple(int(s) for s in a[f"kf.{kind}_shape"][i, :nd])
-        blob = data[kind][lo:hi]
-        if kind == "depth":
-            return decode_depth(blob, float(a["kf.depth_scale"][i]), shape)
-        return decode_image(Codec(int(a[f"kf.{kind}_codec"][i])), blob, shape)
+        blob = a[f"{kind}.data"][lo:hi]
+        try:
+            if kind == "depth":
+                return decode_depth(blob, float(a["kf.depth_scale"][i]), shape)
+            return decode_image(Codec(int(a[f"kf.{kind}_codec"][i])), blob, shape)
+        except ValueError as exc:
+            failed.set()
+            raise ValueError(f"the {kind} image of keyframe {i} (in file order): {exc}"
+                             ) from exc
 
     jobs = [(k, i) for k in IMAGE_KINDS for i in range(n)]
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:

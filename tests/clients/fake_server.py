@@ -130,10 +130,16 @@ class FakeServer:
             return
         cmd = str(request.get("cmd"))
         if cmd in ("save_map", "load_map"):
-            path = str(request.get("path"))
-            reply = ({"ok": False, "error": f"no map file {path}"} if "missing" in path
-                     else {"ok": True, "path": path, "bytes": 1234, "keyframes": 3,
-                           "map_points": 99})
+            name = str(request.get("name"))
+            reply = ({"ok": False, "error": f"no map named {name!r}"} if "missing" in name
+                     else {"ok": True, "name": name, "state": "saving"} if cmd == "save_map"
+                     else {"ok": True, "name": name, "keyframes": 3, "map_points": 99})
+            if cmd == "save_map" and reply["ok"]:  # saved at once, as stats then says
+                self.replies["stats"]["map_save"] = {"name": name, "state": "saved",
+                                                     "bytes": 1234, "seconds": 0.5}
+        elif cmd == "list_maps":
+            reply = {"ok": True, "maps": [{"name": "office", "bytes": 1234,
+                                           "modified": "2026-01-01T00:00:00+00:00"}]}
         else:
             reply = self.replies.get(cmd, {"ok": False, "error": f"unknown command {cmd!r}"})
         self._cmd.send_multipart([*envelope, protocol.encode(reply)])

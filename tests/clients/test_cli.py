@@ -34,13 +34,17 @@ def test_simple_commands(fake: FakeServer, cmd: str, capsys: pytest.CaptureFixtu
 
 
 def test_map_files(fake: FakeServer, capsys: pytest.CaptureFixture[str]) -> None:
-    assert run(fake, "save-map", "/srv/m.map") == 0
-    assert run(fake, "load-map", "/srv/m.map") == 0
+    assert run(fake, "save-map", "office") == 0
+    assert run(fake, "save-map", "office", "--wait", "0") == 0
+    assert run(fake, "load-map", "office") == 0
+    assert run(fake, "list-maps") == 0
     assert capsys.readouterr().out.splitlines() == [
-        "saved /srv/m.map (1234 bytes)", "loaded /srv/m.map: 3 keyframes, 99 map points"]
-    assert run(fake, "load-map", "/srv/missing.map") == EXIT_SERVER
+        "saved map office (1234 bytes, 0.5 s)", "saving map office (see stats: map_save)",
+        "loaded map office: 3 keyframes, 99 map points",
+        "office\t1234\t2026-01-01T00:00:00+00:00"]
+    assert run(fake, "load-map", "missing") == EXIT_SERVER
     err = capsys.readouterr().err
-    assert err == "slam-client: service error: no map file /srv/missing.map\n"
+    assert err == "slam-client: service error: no map named 'missing'\n"
 
 
 def test_no_answer_is_exit_3_in_one_line(fake: FakeServer,

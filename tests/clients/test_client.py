@@ -54,19 +54,22 @@ def test_simple_commands_and_map_files(client: SlamClient, fake: FakeServer) -> 
     client.pause()
     client.resume()
     client.reset()
-    assert client.save_map("/srv/a.map") == {"path": "/srv/a.map", "bytes": 1234,
-                                               "keyframes": 3, "map_points": 99}
-    assert client.load_map("/srv/a.map")["keyframes"] == 3
+    assert client.save_map("office") == {"name": "office", "state": "saving"}
+    assert client.save_map("office", wait_s=5.0) == {"name": "office", "state": "saved",
+                                                     "bytes": 1234, "seconds": 0.5}
+    assert client.load_map("office")["keyframes"] == 3
+    assert client.list_maps()[0]["name"] == "office"
     client.shutdown()
     assert [r["cmd"] for r in fake.requests] == ["pause", "resume", "reset", "save_map",
-                                                 "load_map", "shutdown"]
-    assert fake.requests[3]["path"] == "/srv/a.map"
+                                                 "save_map", "stats", "load_map",
+                                                 "list_maps", "shutdown"]
+    assert fake.requests[3]["name"] == "office" and "path" not in fake.requests[3]
 
 
 def test_refused_command_raises_server_error_with_its_message(client: SlamClient) -> None:
-    with pytest.raises(ServerError, match=r"no map file /x/missing\.map") as info:
-        client.load_map("/x/missing.map")
-    assert info.value.error == "no map file /x/missing.map"
+    with pytest.raises(ServerError, match=r"no map named 'missing'") as info:
+        client.load_map("missing")
+    assert info.value.error == "no map named 'missing'"
     assert info.value.reply["ok"] is False
     assert isinstance(info.value, ClientError)
 
@@ -253,12 +256,12 @@ def test_bad_timeout_is_refused() -> None:
 
 
 # --- against the real service (in-process, synthetic sequence) -------------------------
-def _service(source: Any, sensor: str, calibration: Any, paused: bool) -> Any:
+def _service(source: Any, sensor: str, calibration: Any, paused: bool, **kw: Any) -> Any:
     from server.service import ServiceOptions, SlamService
 
     opts = ServiceOptions(sensor=sensor, calibration=calibration, paused=paused,
                           pub_endpoint="tcp://127.0.0.1:*", cmd_endpoint="tcp://127.0.0.1:*",
-                          ingest_endpoint="tcp://127.0.0.1:*")
+                          ingest_endpoint="tcp://127.0.0.1:*", **kw)
     return SlamService(opts, source).start()
 
 
@@ -275,7 +278,7 @@ def test_end_to_end_replay_commands_and_map_files(tmp_path: Path,
 
     source = open_source("synthetic:sideways?n=40", "rgbd")
     gt = _relative_positions(source)
-    svc = _service(source, "rgbd", source.calibration, paused=True)
+    svc = _service(source, "rgbd", source.calibration, paused=True, map_dir=tmp_path)
     ep = svc.endpoints
     try:
         with SlamClient(ep["pub"], ep["cmd"], ep["ingest"], timeout_s=20.0) as c:
@@ -295,11 +298,11 @@ def test_end_to_end_replay_commands_and_map_files(tmp_path: Path,
             assert len(snap.stamps) == 40 and len(snap.point_ids) > 100
             with pytest.raises(ServerError, match="start it with --source zmq"):
                 c.push_frame(np.zeros((48, 64), np.uint8), 1.0)
-            saved = c.save_map(str(tmp_path / "m.map"))
+            saved = c.save_map("m", wait_s=60.0)
             assert saved["bytes"] == (tmp_path / "m.map").stat().st_size > 0
             c.reset()
             assert c.stats()["map_points"] == 0
-            assert c.load_map(str(tmp_path / "m.map"))["keyframes"] == stats["keyframes"]
+            assert c.load_map("m")["keyframes"] == stats["keyframes"]
             with pytest.raises(ServerError, match=r"unknown command 'fly'"):
                 c.command("fly")
             assert cli_main(["--cmd", ep["cmd"], "stats"]) == 0

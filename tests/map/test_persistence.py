@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import signal
 import struct
-import subprocess
-import sys
 import threading
 import time
 import zlib
@@ -17,7 +13,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import cv2
 import msgpack
 import numpy as np
 import pytest
@@ -39,6 +34,7 @@ from slam.map.persistence import (
     save_map,
 )
 from tests.map.factories import N_LEVELS, SCALE_FACTOR, make_frame, make_keyframe
+from tests.map.map_edit import MapParts, edit
 
 log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -46,6 +42,7 @@ CALIB = Calibration(
     PinholeCamera(250.0, 251.0, 159.5, 119.5, 320, 240, dist=(0.01, -0.002, 5e-4, 3e-4, 0.0)),
     fps=30.0, bf=25.0, depth_factor=5000.0,
 )
+CALIB_VGA = replace(CALIB, camera=replace(CALIB.camera, width=640, height=480))
 EXTRA = {"loop_edges": [[0, 11]], "note": "two loops", 3: 1.5, "blob": b"\x00\x01",
          "nested": {"a": [1, 2.5, None, True]}}
 
@@ -85,7 +82,8 @@ def build_map(n_kf: int, n_points: int, n_kp: int, seed: int = 0) -> Map:
 def smooth_image(shape: tuple[int, ...], seed: int) -> np.ndarray:
     """A uint8 image of ``shape`` that JPEG keeps within a few grey levels."""
     yy, xx = np.mgrid[0: shape[0], 0: shape[1]].astype(np.float64)
-    chans = [(seed * 37 + 3 * xx + (c + 1) * yy) % 200 + 20 for c in range(3)]
+    chans = [20 + seed % 7 + 100 * xx / shape[1] + 30 * (c + 1) * yy / shape[0]
+             for c in range(3)]
     img = np.stack(chans, -1) if len(shape) == 3 else chans[0]
     return img.astype(np.uint8)
 
@@ -110,13 +108,13 @@ def rich_map() -> Map:
     m.replace_point(pids[10], pids[11])
     m.erase_point(pids[20])
     m.add_loop_edge(0, 11)
-    m.keyframes[1].frame.color = smooth_image((24, 32, 3), 1)
-    m.keyframes[2].frame.color = smooth_image((24, 32), 2)
-    m.keyframes[1].frame.depth_image = depth_image((24, 32), 1)
-    m.keyframes[5].frame.depth_image = depth_image((24, 32), 5)
-    m.keyframes[6].frame.image = rng.integers(0, 256, (24, 32), dtype=np.uint8)
-    m.keyframes[6].frame.right_image = rng.integers(0, 256, (24, 32), dtype=np.uint8)
-    m.keyframes[8].frame.color = rng.integers(0, 256, (2, 3, 4, 5), dtype=np.uint8)  # raw
+    m.keyframes[1].frame.color = smooth_image((240, 320, 3), 1)
+    m.keyframes[2].frame.color = smooth_image((240, 320), 2)
+    m.keyframes[1].frame.depth_image = depth_image((240, 320), 1)
+    m.keyframes[5].frame.depth_image = depth_image((240, 320), 5)
+    m.keyframes[6].frame.image = rng.integers(0, 256, (240, 320), dtype=np.uint8)
+    m.keyframes[6].frame.right_image = rng.integers(0, 256, (240, 320), dtype=np.uint8)
+    m.keyframes[8].frame.color = rng.integers(0, 256, (240, 320, 1), dtype=np.uint8)  # raw
     m.keyframes[3].frame.T_cam_world = None
     for kf in m.keyframes.values():
         kf.frame.outlier[:] = rng.random(len(kf.frame)) < 0.1
@@ -176,8 +174,9 @@ def assert_maps_equal(a: Map, b: Map, color_atol: int = JPEG_ATOL) -> None:
         assert pb._s is b.store
         for name in sorted(POINT_SLOTS - {"_s"}) + list(POINT_STORE_FIELDS):
             _assert_same(getattr(pa, name), getattr(pb, name), f"point {pid} {name}")
-        assert a.store.alive[pid] == b.store.alive[pid]
-    assert b.store.alive.sum() == a.store.alive.sum()
+        ids = np.array([pid])
+        assert a.store.alive_mask(ids) == b.store.alive_mask(ids)
+    assert np.array_equal(b.store.live_ids(), a.store.live_ids())
 
 
 # --- round trips --------------------------------------------------------------------------
@@ -186,7 +185,8 @@ def test_the_format_covers_every_field_of_the_map_classes() -> None:
     assert {f.name for f in fields(KeyFrame)} == KEYFRAME_FIELDS
     assert {f.name for f in fields(Frame)} == FRAME_FIELDS
     assert set(MapPoint.__slots__) == POINT_SLOTS
-    assert set(vars(Map())) == MAP_ATTRS
+    # The culled-keyframe registry is rebuilt on load (Map.release_culled), not stored.
+    assert set(vars(Map())) == MAP_ATTRS | {"culled"}
 
 
 def test_round_trip_restores_every_field(tmp_path: Path) -> None:
@@ -199,7 +199,8 @@ def test_round_trip_restores_every_field(tmp_path: Path) -> None:
     assert loaded.extra == {**EXTRA, "loop_edges": [[0, 11]]}
     assert loaded.info == info == read_map_info(path)
     assert info.n_keyframes == 12 and info.n_bad_keyframes == 2
-    assert info.n_points == len(m.points) and info.n_keypoints == 12 * 400
+    # Culled keyframes keep their pose chain only: no keypoints (slam.map.frame.released).
+    assert info.n_points == len(m.points) and info.n_keypoints == 10 * 400
     assert info.n_observations == sum(len(p.observations) for p in m.points.values())
     assert info.format_version == FORMAT_VERSION and info.package_version == slam.__version__
     assert abs((datetime.now(UTC) - info.created).total_seconds()) < 60
@@ -224,8 +225,8 @@ def test_the_file_follows_the_documented_layout(tmp_path: Path) -> None:
     body = msgpack.unpackb(payload, strict_map_key=False)
     assert body["extra"] == {"x": 1} and body["scalars"]["next_kf_id"] == 12
     uv = body["arrays"]["kp.uv"]
-    assert (uv["dtype"], uv["shape"]) == ("<f8", [12 * 400, 2])
-    kf5 = np.frombuffer(uv["data"], "<f8").reshape(-1, 2)[5 * 400: 6 * 400]
+    assert (uv["dtype"], uv["shape"]) == ("<f8", [10 * 400, 2])  # keyframes 4 and 7 culled
+    kf5 = np.frombuffer(uv["data"], "<f8").reshape(-1, 2)[4 * 400: 5 * 400]
     np.testing.assert_array_equal(kf5, m.keyframes[5].frame.uv)
 
 
@@ -310,117 +311,8 @@ def test_large_map_save_and_load_timing(tmp_path: Path) -> None:
                 path.stat().st_size / 1e6, t1 - t0, t2 - t1)
     assert info.n_points == 30_000 and info.n_keypoints == 300_000
     assert list(loaded.points) == list(m.points)
-    np.testing.assert_array_equal(loaded.store.xyz[:30_000], m.store.xyz[:30_000])
-
-
-# --- keyframe images (format version 2) and version 1 files --------------------------------
-V1_FILE = Path(__file__).parent / "data" / "v1_rgbd.map"
-
-
-def _v1_colours() -> tuple[np.ndarray, np.ndarray]:
-    """The colour images tests/map/data/v1_rgbd.map was written with (format version 1)."""
-    yy, xx = np.mgrid[0:24, 0:32]
-    return (np.stack([xx * 8, yy * 10, (xx + yy) * 4], -1).astype(np.uint8),
-            (xx * 7 + yy).astype(np.uint8))
-
-
-def test_a_version_1_file_loads_with_its_colour_images(tmp_path: Path) -> None:
-    """A map saved by format version 1 (raw colour, no other images) loads, and saved
-    again it becomes version 2 with the same content."""
-    loaded = load_map(V1_FILE, calibration=CALIB, sensor="rgbd")
-    assert loaded.info.format_version == 1 and loaded.extra == {"made_by": "format version 1"}
-    m = loaded.map
-    assert list(m.keyframes) == [0, 1, 2, 3] and m.keyframes[3].bad and m.n_points() == 30
-    rgb, grey = _v1_colours()
-    np.testing.assert_array_equal(m.keyframes[1].frame.color, rgb)
-    np.testing.assert_array_equal(m.keyframes[2].frame.color, grey)
-    for kf in m.keyframes.values():
-        f = kf.frame
-        assert f.depth_image is None and f.image is None and f.right_image is None
-        assert (kf.id in (1, 2)) == (f.color is not None)
-    save_map(tmp_path / "v2.map", m, CALIB, "rgbd", color_quality=None)
-    again = load_map(tmp_path / "v2.map")
-    assert again.info.format_version == FORMAT_VERSION == 2
-    assert_maps_equal(m, again.map, color_atol=0)
-
-
-def _camera_images(n: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """(colour BGR, grey, depth metres) of ``n`` 640x480 views of the synthetic room."""
-    from slam.synthetic.source import make_synthetic_source
-
-    src = make_synthetic_source("forward", "rgbd", n_frames=n)
-    out = []
-    for sf in src:
-        assert sf.depth_m is not None
-        tint = np.linspace(0.6, 1.0, sf.image.shape[1])[None, :, None] * [0.7, 1.0, 0.85]
-        colour = (sf.image[:, :, None] * tint).astype(np.uint8)  # camera-like: smooth chroma
-        out.append((colour, sf.image, sf.depth_m))
-    return out
-
-
-def test_keyframe_images_are_compressed(tmp_path: Path) -> None:
-    """640x480 colour (JPEG), grey (PNG) and depth (16-bit PNG) round-trip: grey exactly,
-    depth within half a 0.2 mm step, colour close; the file is far below the raw bytes."""
-    m = build_map(3, 30, 50)
-    views = _camera_images(3)
-    for kf, (colour, grey, depth) in zip(m.keyframes.values(), views):
-        kf.frame.color, kf.frame.image, kf.frame.depth_image = colour, grey, depth
-    raw_bytes = sum(c.nbytes + g.nbytes + d.nbytes for c, g, d in views)
-    save_map(tmp_path / "m.map", m, CALIB, "rgbd")
-    size = (tmp_path / "m.map").stat().st_size
-    log.warning("3 keyframes of 640x480 colour, grey and depth: %.2f MB raw, %.2f MB file",
-                raw_bytes / 1e6, size / 1e6)
-    assert size < 0.35 * raw_bytes
-    loaded = load_map(tmp_path / "m.map").map
-    for kf, (colour, grey, depth) in zip(loaded.keyframes.values(), views):
-        f = kf.frame
-        assert f.depth_image is not None and f.color is not None
-        np.testing.assert_array_equal(f.image, grey)
-        assert f.depth_image.dtype == np.float32 and f.depth_image.shape == depth.shape
-        assert np.abs(f.depth_image - depth).max() <= 0.5 / 5000 + 1e-6
-        np.testing.assert_array_equal(f.depth_image == 0, depth == 0)
-        psnr = cv2.PSNR(f.color, colour)
-        assert psnr > 35.0, psnr
-    save_map(tmp_path / "lossless.map", m, CALIB, "rgbd", color_quality=None)
-    for ka, kb in zip(m.keyframes.values(), load_map(tmp_path / "lossless.map").map.keyframes
-                      .values()):
-        np.testing.assert_array_equal(ka.frame.color, kb.frame.color)
-
-
-def test_deep_and_missing_depth_readings(tmp_path: Path) -> None:
-    """Depth beyond 13.1 m gets a coarser step instead of overflowing; NaN and negative
-    readings are stored as 0 (no reading); TUM depth round-trips exactly."""
-    m = build_map(3, 30, 50)
-    far = np.full((24, 32), 40.0, np.float32)
-    far[0, :4] = [np.nan, -1.0, 0.0, 65.5]
-    m.keyframes[0].frame.depth_image = far
-    tum = depth_image((24, 32), 9)
-    m.keyframes[1].frame.depth_image = tum
-    save_map(tmp_path / "m.map", m, CALIB, "rgbd")
-    loaded = load_map(tmp_path / "m.map").map
-    got = loaded.keyframes[0].frame.depth_image
-    assert got is not None
-    np.testing.assert_array_equal(got[0, :3], [0.0, 0.0, 0.0])
-    step = 65.5 / 65535
-    assert abs(got[0, 3] - 65.5) <= step and np.abs(got[1:] - 40.0).max() <= step
-    np.testing.assert_array_equal(loaded.keyframes[1].frame.depth_image, tum)
-
-
-def test_an_image_that_does_not_decode_is_reported(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    encode = persistence.encode_image_arrays
-
-    def broken(*args: Any, **kwargs: Any) -> Any:
-        arrays = encode(*args, **kwargs)
-        data = arrays["depth.data"].copy()
-        data[len(data) // 2:] = 0
-        return arrays | {"depth.data": data}
-
-    m = rich_map()
-    monkeypatch.setattr(persistence, "encode_image_arrays", broken)
-    save_map(tmp_path / "bad.map", m, CALIB, "rgbd")
-    _raises(tmp_path / "bad.map", "inconsistent", "depth image")
+    ids = m.store.live_ids()
+    np.testing.assert_array_equal(loaded.store.get("xyz", ids), m.store.get("xyz", ids))
 
 
 # --- foreign, damaged and missing files ---------------------------------------------------
@@ -506,27 +398,39 @@ def test_missing_file_and_directory(tmp_path: Path) -> None:
         read_map_info(tmp_path / "nope.map")
 
 
-def test_an_internally_inconsistent_map_is_refused(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _set(name: str, index: int, value: Any) -> Any:
+    def fn(parts: MapParts) -> None:
+        a = parts.array(name)
+        a.reshape(-1)[index] = value
+        parts.set_array(name, a)
+    return fn
+
+
+def test_an_internally_inconsistent_map_is_refused(tmp_path: Path, good_bytes: bytes) -> None:
     """A file with a valid checksum whose observations or keypoints name missing items."""
-    encode = persistence._encode_map
-
-    def broken(field: str, value: int) -> Any:
-        def enc(m: Map) -> Any:
-            arrays, scalars = encode(m)
-            arrays[field] = arrays[field].copy()
-            arrays[field][0] = value
-            return arrays, scalars
-        return enc
-
     cases = [("obs.kf_id", 999, "missing keyframe 999"), ("obs.kp_idx", 100, "keypoint 100"),
              ("kp.point_id", 5_000, "missing item 5000"), ("covis.kf_id", -3, "missing keyframe"),
              ("kf.kp_offsets", 7, "offsets")]
     for field, value, words in cases:
-        monkeypatch.setattr(persistence, "_encode_map", broken(field, value))
-        save_map(tmp_path / "bad.map", build_map(6, 120, 100), CALIB, "rgbd")
+        (tmp_path / "bad.map").write_bytes(edit(good_bytes, _set(field, 0, value)))
         _raises(tmp_path / "bad.map", "inconsistent", words)
+
+
+def test_a_map_that_would_not_load_is_not_saved(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    encode = persistence.encode_map
+
+    def broken(m: Map) -> Any:
+        arrays, scalars = encode(m)
+        arrays["obs.kf_id"] = arrays["obs.kf_id"].copy()
+        arrays["obs.kf_id"][0] = 999
+        return arrays, scalars
+
+    monkeypatch.setattr(persistence, "encode_map", broken)
+    with pytest.raises(MapFileError, match=r"cannot save .*bad\.map.*missing keyframe 999"):
+        save_map(tmp_path / "bad.map", build_map(6, 120, 100), CALIB, "rgbd")
+    assert list(tmp_path.iterdir()) == []
 
 
 # --- another camera, another sensor --------------------------------------------------------
@@ -555,94 +459,3 @@ def test_another_sensor_is_refused(tmp_path: Path, good_bytes: bytes) -> None:
     path = tmp_path / "m.map"
     path.write_bytes(good_bytes)
     _raises(path, "rgbd", "mono", sensor="mono")
-
-
-# --- saving: errors and atomicity ----------------------------------------------------------
-def test_save_errors(tmp_path: Path) -> None:
-    m = build_map(3, 30, 50)
-    with pytest.raises(MapFileError, match="does not exist"):
-        save_map(tmp_path / "no" / "dir.map", m, CALIB, "rgbd")
-    with pytest.raises(MapFileError, match="directory"):
-        save_map(tmp_path, m, CALIB, "rgbd")
-    with pytest.raises(TypeError, match="msgpack"):
-        save_map(tmp_path / "x.map", m, CALIB, "rgbd", extra={"a": object()})
-    assert list(tmp_path.iterdir()) == []
-
-
-@pytest.mark.parametrize("error", [OSError(28, "No space left on device"), KeyboardInterrupt()])
-def test_a_failed_save_keeps_the_previous_file_and_leaves_no_temp(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: BaseException
-) -> None:
-    path = tmp_path / "m.map"
-    old = build_map(6, 120, 100, seed=1)
-    save_map(path, old, CALIB, "rgbd")
-    before = path.read_bytes()
-    real_write = persistence._write_chunks
-
-    def half_then_fail(fh: Any, chunks: list[Any]) -> None:
-        real_write(fh, chunks[: len(chunks) // 2])
-        raise error
-
-    monkeypatch.setattr(persistence, "_write_chunks", half_then_fail)
-    with pytest.raises(MapFileError if isinstance(error, OSError) else KeyboardInterrupt):
-        save_map(path, rich_map(), CALIB, "rgbd")
-    assert [p.name for p in tmp_path.iterdir()] == ["m.map"]
-    assert path.read_bytes() == before
-    assert_maps_equal(old, load_map(path).map)
-
-
-_CHILD = """
-import sys
-import threading
-sys.path.insert(0, {root!r})
-from tests.map.test_persistence import CALIB, build_map
-from slam.map.persistence import save_map
-m = build_map(300, 30000, 1000)
-print("ready", flush=True)
-while True:
-    save_map({target!r}, m, CALIB, "rgbd")
-"""
-
-
-def _kill_saver(target: Path, when: str, rng: np.random.Generator) -> None:
-    """Start a process saving a large map to ``target`` in a loop and SIGKILL it, either
-    while a temporary file is being written ("mid_write") or at a random moment."""
-    proc = subprocess.Popen([sys.executable, "-c", _CHILD.format(root=str(REPO_ROOT),
-                                                                  target=str(target))],
-                            stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-        deadline = time.monotonic() + 20.0
-        if when == "mid_write":
-            while not any(p.suffix == ".tmp" for p in target.parent.iterdir()):
-                assert time.monotonic() < deadline, "the saver never wrote a temporary file"
-        else:
-            time.sleep(float(rng.uniform(0.0, 0.6)))
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-
-
-def test_sigkill_during_saves_never_leaves_a_broken_map(tmp_path: Path) -> None:
-    target = tmp_path / "live.map"
-    rng = np.random.default_rng()
-    _kill_saver(target, "mid_write", rng)  # killed during the very first save: no map yet
-    assert not target.exists() and any(p.suffix == ".tmp" for p in tmp_path.iterdir())
-    save_map(target, build_map(3, 30, 50), CALIB, "rgbd")  # a previous good file
-    for trial, when in enumerate(["mid_write", "random", "random"]):
-        _kill_saver(target, when, rng)
-        n_points = load_map(target, sensor="rgbd").info.n_points  # old (30) or new (30k)
-        temps = [p for p in tmp_path.iterdir() if p.suffix == ".tmp"]
-        log.warning("kill %d (%s): map with %d points, %d temporary files left", trial, when,
-                    n_points, len(temps))
-        assert n_points in (30, 30_000)
-    # The next save removes what the killed savers left behind.
-    save_map(target, build_map(3, 30, 50), CALIB, "rgbd")
-    assert [p.name for p in tmp_path.iterdir()] == ["live.map"]
-
-
-def test_a_live_savers_temporary_file_is_left_alone(tmp_path: Path) -> None:
-    mine = tmp_path / f".m.map.{os.getpid()}.0badcafe.tmp"
-    mine.write_bytes(b"partial")
-    save_map(tmp_path / "m.map", Map(), CALIB, "rgbd")
-    assert mine.exists()

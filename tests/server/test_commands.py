@@ -29,7 +29,7 @@ def _handlers(calls: list[str]) -> dict[str, Any]:
         return {"last_seq": 1}
 
     def load(c: proto.Command) -> dict[str, Any]:
-        raise MapFileError(f"map file {c.args['path']} not found")
+        raise MapFileError(f"no map named {c.args['name']!r}")
 
     def broken(c: proto.Command) -> dict[str, Any]:
         raise KeyError("bug")
@@ -67,7 +67,7 @@ def test_serve_request_replies_to_everything() -> None:
         (b"\x00\x01junk", "trailing bytes"),
         (b"\x05", "must be a msgpack map"),
         (proto.encode({"cmd": "pause"}), "not available"),
-        (proto.encode({"cmd": "load_map", "path": "/m.map"}), "load_map failed: map file /m.map"),
+        (proto.encode({"cmd": "load_map", "name": "m"}), "load_map failed: no map named 'm'"),
         (proto.encode({"cmd": "reset"}), "reset failed: internal error .KeyError"),
         (proto.encode({"v": 9, "cmd": "stats"}), "unsupported schema version 9"),
         (proto.encode({"cmd": "stats", "pad": b"x" * 5000}), "exceeds the limit"),
@@ -129,5 +129,5 @@ def test_after_reply_runs_once_the_reply_is_sent(
         server: tuple[CommandServer, list[str], zmq.Context[Any]]) -> None:
     srv, calls, ctx = server
     assert request(ctx, srv.endpoint, {"cmd": "shutdown"}) == {"v": 1, "ok": True}
-    assert request(ctx, srv.endpoint, {"cmd": "load_map", "path": "x"})["ok"] is False  # type: ignore[index]
+    assert request(ctx, srv.endpoint, {"cmd": "load_map", "name": "x"})["ok"] is False  # type: ignore[index]
     assert calls == ["after shutdown"]  # not after a failed command

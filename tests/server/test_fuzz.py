@@ -39,7 +39,8 @@ def _pack(obj: Any) -> bytes:
 
 commands = st.fixed_dictionaries(
     {"v": versions, "cmd": st.one_of(st.sampled_from([*proto.COMMANDS, "nope"]), values)},
-    optional={"path": values, "extra": values}).map(_pack)
+    optional={"path": values, "name": st.one_of(values, st.from_regex(
+        proto.MAP_NAME_RE, fullmatch=True)), "extra": values}).map(_pack)
 frames = st.fixed_dictionaries(
     {"v": versions, "seq": values, "stamp": st.one_of(values, st.fixed_dictionaries(
         {"sec": values, "nanosec": values})),
@@ -57,8 +58,9 @@ bodies = st.one_of(st.binary(max_size=256), commands, frames, junk_maps, huge,
 
 
 @pytest.fixture(scope="module")
-def service() -> Iterator[SlamService]:
-    svc = start_service(None, paused=True, max_message_bytes=1 << 16)
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlamService]:
+    svc = start_service(None, paused=True, max_message_bytes=1 << 16,
+                        map_dir=tmp_path_factory.mktemp("maps"))
     yield svc
     svc.stop()
 

@@ -39,7 +39,7 @@ def test_scalar_messages_survive_a_round_trip() -> None:
         proto.LoopMsg(40, 3, stamp, proto.Stamp(5, 0), 1.0, 57),
         proto.StatusMsg(29.5, 100, 98, "tracking", 12, 3400, 1, 0, 1, {"frames": 2, "mapping": 0},
                     5, False, True, subscribers=3, errors=1),
-        proto.Command("save_map", {"path": "/tmp/x.map"}),
+        proto.Command("save_map", {"name": "office"}),
         proto.Reply(True, fields={"frames": 3}),
         proto.Reply(False, "no such thing"),
         proto.IngestReply(9, True, pose=proto.PoseMsg(0, stamp, None, None, "initializing", 3.0)),
@@ -140,10 +140,13 @@ def test_encode_sets_the_schema_version() -> None:
     ({"v": 1}, "'cmd' is missing"),
     ({"v": 1, "cmd": 3}, "'cmd' must be a string"),
     ({"v": 1, "cmd": "explode"}, "unknown command 'explode'"),
-    ({"v": 1, "cmd": "save_map"}, "'path' is missing"),
-    ({"v": 1, "cmd": "load_map", "path": ""}, "non-empty"),
-    ({"v": 1, "cmd": "load_map", "path": b"/x"}, "'path' must be a string"),
-    ({"v": 1, "cmd": "save_map", "path": "a\0b"}, "path"),
+    ({"v": 1, "cmd": "save_map"}, "'name' is missing"),
+    ({"v": 1, "cmd": "load_map", "name": ""}, "map name"),
+    ({"v": 1, "cmd": "load_map", "name": b"/x"}, "'name' must be a string"),
+    ({"v": 1, "cmd": "save_map", "name": "a\0b"}, "map name"),
+    ({"v": 1, "cmd": "save_map", "name": "../x"}, "map name"),
+    ({"v": 1, "cmd": "save_map", "path": "/tmp/x.map"}, "not 'path'"),
+    ({"v": 1, "cmd": "load_map", "name": "x", "path": "/tmp/x.map"}, "not 'path'"),
 ])
 def test_commands_are_validated(body: dict[str, Any], match: str) -> None:
     with pytest.raises(proto.ProtocolError, match=match):
