@@ -8,10 +8,14 @@ clients), ``DIR/server.key_secret`` (the server's secret), ``DIR/<client>.key`` 
 ``--curve-server-key DIR/server.key_secret --curve-clients DIR/authorized_clients``:
 every socket then encrypts, and a ZAP handler admits only the listed client keys; a
 client without an admitted key never completes the handshake and receives nothing.
+The browser viewer's credential, :func:`viewer_token`, is derived from the server's
+secret key (``slam keys viewer-token``). Threat model: ``docs/security.md``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import shutil
 from dataclasses import dataclass, field
@@ -21,6 +25,7 @@ from typing import Any
 import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
+from zmq.utils import z85
 
 from slam.errors import ConfigError
 
@@ -28,6 +33,11 @@ log = logging.getLogger(__name__)
 
 SERVER_NAME = "server"
 AUTHORIZED_DIR = "authorized_clients"
+ZAP_DOMAIN = b"slam"
+"""ZAP domain of the server's sockets without CURVE: libzmq then refuses unversioned
+(ZMTP/1.0) peers, which is what an HTTP request from a web page looks like."""
+VIEWER_TOKEN_LABEL = b"slam viewer websocket token v1"
+"""HMAC message of :func:`viewer_token`; changing it changes every viewer token."""
 
 
 @dataclass(frozen=True)
@@ -150,6 +160,18 @@ class CurveClientKeys:
         sock.curve_serverkey = self.server_public
 
 
+def refuse_unversioned_peers(sock: zmq.Socket[Any]) -> None:
+    """Make a server socket without CURVE refuse ZMTP/1.0 peers (call before ``bind``).
+
+    libzmq still speaks the unversioned ZMTP/1.0 framing, in which the bytes of an
+    HTTP request (``POST /...``) parse as frames: a web page in the operator's browser
+    could POST a command to a loopback ROUTER (cross-protocol request). With a ZAP
+    domain set, libzmq closes such connections at once; ZMTP/3 clients are unaffected
+    (no ZAP handler runs for the NULL mechanism). See ``docs/security.md``.
+    """
+    sock.zap_domain = ZAP_DOMAIN
+
+
 class _AllowList:
     """ZAP credentials provider: admit the listed z85 public keys only."""
 
@@ -170,3 +192,29 @@ def start_authenticator(ctx: zmq.Context[Any], keys: CurveServerKeys) -> ThreadA
     auth.configure_curve_callback(domain="*", credentials_provider=_AllowList(
         keys.allowed_clients))
     return auth
+
+
+# --- the browser viewer's credential ------------------------------------------------
+def viewer_token(server_secret: bytes) -> str:
+    """The viewer's WebSocket token: HMAC-SHA256 keyed by the server's CURVE secret key.
+
+    :param server_secret: the server's secret key, z85 (40 bytes) as in ``.key_secret``.
+    :returns: 64 lower-case hex digits (256 bits), the same on every restart with the
+        same keys; whoever holds the server secret can recompute it
+        (``slam keys viewer-token``) and nobody else can.
+    """
+    key = z85.decode(server_secret)
+    return hmac.new(key, VIEWER_TOKEN_LABEL, hashlib.sha256).hexdigest()
+
+
+def load_viewer_token(secret_file: str | Path) -> str:
+    """:func:`viewer_token` of the server secret key file (``server.key_secret``)."""
+    _, secret = _load(secret_file, need_secret=True)
+    assert secret is not None
+    return viewer_token(secret)
+
+
+def viewer_token_matches(expected: str, given: str) -> bool:
+    """Constant-time comparison of a presented token with the expected one."""
+    return hmac.compare_digest(expected.encode("utf-8", "replace"),
+                               given.strip().lower().encode("utf-8", "replace"))

@@ -13,6 +13,10 @@ Back-pressure: each browser has its own bounded queue and writer task.  ``image`
 ``status`` keep only their newest pending message; when the queue overflows it is
 emptied and the client gets a fresh snapshot instead (topic ``bridge`` says so), so a
 slow browser never blocks the ZeroMQ side or the other browsers.
+
+Access (``server.web_access``, ``docs/security.md``): every request passes the
+``Host``/``Origin`` checks first; with a viewer token (CurveZMQ on) a WebSocket gets
+nothing until its first message ``{"auth": TOKEN}`` matches.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ import json
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -37,6 +42,7 @@ from websockets.http11 import Request, Response
 
 from server import protocol
 from server.security import CurveClientKeys
+from server.web_access import WILDCARD_BINDS, AccessPolicy, authenticate
 from slam.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -210,14 +216,17 @@ class _Bridge:
         self._snapshot: tuple[float, bytes] | None = None
         self._snapshot_lock = asyncio.Lock()
         self._bad_messages = 0
+        self.policy: AccessPolicy | None = None  # set once the port is known
 
     def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        """Static files for any path but ``/ws``; same-origin check for ``/ws``."""
+        """Host/Origin checks, then static files for any path but ``/ws`` (the WebSocket)."""
+        if self.policy is None:
+            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "starting\n")
+        refusal = self.policy.check(request.headers)
+        if refusal is not None:
+            return connection.respond(refusal.status, refusal.reason + "\n")
         path = urlsplit(request.path).path
         if path == "/ws":
-            origin, host = request.headers.get("Origin"), request.headers.get("Host")
-            if origin is not None and urlsplit(origin).netloc != host:
-                return connection.respond(HTTPStatus.FORBIDDEN, "cross-origin WebSocket refused\n")
             return None
         entry = self.files.get(path)
         if entry is None:
@@ -238,7 +247,10 @@ class _Bridge:
         return response
 
     async def handle(self, ws: ServerConnection) -> None:
-        """One browser: register, run its writer, relay its (whitelisted) commands."""
+        """One browser: check its credential, then register it, run its writer and relay
+        its (whitelisted) commands."""
+        if self.policy is None or not await authenticate(ws, self.policy.token):
+            return
         client = _Client(ws)
         self.clients.add(client)
         writer = asyncio.create_task(self._writer(client))
@@ -255,7 +267,10 @@ class _Bridge:
 
     async def _on_browser_message(self, client: _Client, message: str | bytes) -> None:
         try:
-            cmd = json.loads(message)["cmd"]
+            request = json.loads(message)
+            if isinstance(request, dict) and set(request) == {"auth"}:
+                return  # a credential the bridge does not need (again): nothing to answer
+            cmd = request["cmd"]
         except (ValueError, KeyError, TypeError):
             cmd = None
         if cmd not in BROWSER_COMMANDS:
@@ -345,13 +360,20 @@ class _Bridge:
 
 @dataclass
 class BridgeHandle:
-    """A running bridge: ``url`` is the page to open; ``stop()`` ends it (idempotent)."""
+    """A running bridge: ``url`` is its address, ``page_url`` the page to open (with the
+    token in its fragment when one is needed); ``stop()`` ends it (idempotent)."""
 
     port: int
     url: str
     _thread: threading.Thread
     _loop: asyncio.AbstractEventLoop
     _stop: asyncio.Event
+    token: str | None = None
+
+    @property
+    def page_url(self) -> str:
+        """``url`` plus ``#token=...`` when the WebSocket needs the viewer token."""
+        return self.url if self.token is None else f"{self.url}#token={self.token}"
 
     def stop(self, timeout: float = 5.0) -> None:
         if self._thread.is_alive():
@@ -369,14 +391,28 @@ def start_bridge(
     cmd_endpoint: str,
     host: str = "127.0.0.1",
     curve: CurveClientKeys | None = None,
+    token: str | None = None,
+    allow_hosts: Sequence[str] = (),
+    allow_origins: Sequence[str] = (),
 ) -> BridgeHandle:
     """Serve the viewer on ``http://host:http_port/`` (0 picks a free port) in a thread.
 
     :param pub_endpoint: the service's PUB endpoint, e.g. ``tcp://127.0.0.1:5555``.
     :param cmd_endpoint: the service's command (ROUTER) endpoint.
     :param curve: CURVE client keys when the service encrypts (``--curve-server-key``).
-    :raises ConfigError: when the HTTP port cannot be opened.
+    :param token: the viewer token WebSockets must present
+        (:func:`server.security.viewer_token`); required with ``curve``.
+    :param allow_hosts: extra ``Host`` names (``NAME`` or ``NAME:PORT``) to accept.
+    :param allow_origins: extra page origins (``http(s)://NAME[:PORT]``) to accept.
+    :raises ConfigError: when the HTTP port cannot be opened, ``curve`` comes without
+        ``token``, or an allow-list entry is malformed.
     """
+    if curve is not None and token is None:
+        raise ConfigError("viewer: an encrypted service (CurveZMQ) needs a viewer token")
+    policy = AccessPolicy.build(host, http_port, allow_hosts, allow_origins, token)
+    if token is None and not policy.loopback_only:
+        log.warning("the viewer on %s needs no credential: anyone who can reach it sees "
+                    "the map and can pause the service (turn on CurveZMQ)", host or "*")
     ready = threading.Event()
     result: dict[str, Any] = {}
 
@@ -398,6 +434,7 @@ def start_bridge(
             result["error"] = f"cannot listen on {host}:{http_port}: {exc}"
             ready.set()
             return
+        bridge.policy = replace(policy, port=_sockets_port(server))
         result.update(port=_sockets_port(server), loop=asyncio.get_running_loop(), stop=stop)
         ready.set()
         relay = asyncio.create_task(bridge.relay())
@@ -412,9 +449,9 @@ def start_bridge(
     ready.wait()
     if "error" in result:
         raise ConfigError(f"viewer: {result['error']}")
-    shown = "127.0.0.1" if host in ("", "0.0.0.0") else host
+    shown = "127.0.0.1" if host in WILDCARD_BINDS else host
     shown = f"[{shown}]" if ":" in shown else shown
     handle = BridgeHandle(result["port"], f"http://{shown}:{result['port']}/", thread,
-                          result["loop"], result["stop"])
+                          result["loop"], result["stop"], token)
     log.info("viewer at %s (service %s, %s)", handle.url, pub_endpoint, cmd_endpoint)
     return handle

@@ -1,5 +1,9 @@
 // SLAM viewer entry point: WebSocket to the bridge, message dispatch, stats and image panel.
 // Each binary message is [n][topic: n ASCII bytes][msgpack map] (see docs/viewer.md).
+// The first message the page sends is {"auth": TOKEN|null}: with CurveZMQ on, the bridge
+// sends nothing until the token matches and closes with code 4401 otherwise
+// (docs/security.md). The token comes in the URL fragment (#token=..., never sent over
+// HTTP) or is typed into the form; it is kept in sessionStorage for reconnects.
 import { decode, int64Ids, typedArray } from "./msgpack.js";
 import { MapScene } from "./scene.js";
 
@@ -7,7 +11,7 @@ import { MapScene } from "./scene.js";
 const viewerState = {
   connected: false, messages: 0, snapshots: 0, points: 0, poses: 0, keyframes: 0, loops: 0,
   lastState: null, frames: 0, status: 0, errors: 0, lastError: null, lastStatus: null,
-  replies: 0,
+  replies: 0, authSent: false, authRequired: false, authReason: null,
 };
 window.viewerState = viewerState;
 
@@ -19,6 +23,26 @@ let lastSeq = -1;
 let paused = false;
 let pendingImage = null;
 let decodingImage = false;
+const TOKEN_KEY = "slamViewerToken";
+const CLOSE_UNAUTHORIZED = 4401;
+let token = takeToken();
+
+function stored(value) {
+  try {
+    if (value === undefined) return sessionStorage.getItem(TOKEN_KEY);
+    if (value === null) sessionStorage.removeItem(TOKEN_KEY);
+    else sessionStorage.setItem(TOKEN_KEY, value);
+  } catch { /* storage disabled: the token lives as long as the page */ }
+  return value ?? null;
+}
+
+/** The token of the URL fragment (then removed from the address bar) or of this tab's storage. */
+function takeToken() {
+  const fromUrl = new URLSearchParams(location.hash.slice(1)).get("token");
+  if (!fromUrl) return stored();
+  history.replaceState(null, "", location.pathname + location.search);
+  return stored(fromUrl.trim());
+}
 
 function send(cmd) {
   if (socket && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify({ cmd }));
@@ -185,17 +209,44 @@ function connect() {
   socket.binaryType = "arraybuffer";
   socket.onopen = () => {
     viewerState.connected = true;
+    socket.send(JSON.stringify({ auth: token ?? null }));
+    viewerState.authSent = token != null;
     conn.textContent = `connected to ${location.host}`;
     conn.className = "ok";
   };
-  socket.onclose = () => {
+  socket.onclose = (event) => {
     viewerState.connected = false;
-    conn.textContent = "disconnected, retrying…";
     conn.className = "down";
+    if (event.code === CLOSE_UNAUTHORIZED) {
+      askForToken(event.reason);
+      return;
+    }
+    conn.textContent = "disconnected, retrying…";
     setTimeout(connect, 2000);
   };
   socket.onmessage = onMessage;
 }
+
+/** The bridge refused the credential: show the form, reconnect once a token is typed. */
+function askForToken(reason) {
+  viewerState.authRequired = true;
+  viewerState.authReason = reason;
+  if (token != null) token = stored(null);
+  $("conn").textContent = `refused: ${reason || "credential required"}`;
+  $("auth").hidden = false;
+  $("token").focus();
+}
+
+$("auth").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const typed = $("token").value.trim();
+  if (!typed) return;
+  token = stored(typed);
+  $("token").value = "";
+  $("auth").hidden = true;
+  $("conn").textContent = "connecting…";
+  connect();
+});
 
 function drawPlaceholder() {
   const ctx = imageCanvas.getContext("2d");

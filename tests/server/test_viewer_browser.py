@@ -4,6 +4,10 @@ Chromium is driven through the DevTools protocol over a WebSocket; the test read
 ``window.viewerState`` and checks a screenshot for drawn content.  Skipped when
 Chromium is absent, except in CI (``CI=true``) where that is a failure.
 Set ``SLAM_VIEWER_SCREENSHOT=path.png`` to keep the screenshot.
+
+Access (docs/security.md): with CurveZMQ on, the page needs the viewer token in its
+URL fragment or typed in; a page of another origin, or one reached through a
+rebound DNS name (Chromium maps ``evil.example`` to 127.0.0.1 here), gets 403.
 """
 
 from __future__ import annotations
@@ -15,9 +19,11 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +32,13 @@ import numpy as np
 import pytest
 from websockets.sync.client import ClientConnection, connect
 
+from server.security import (
+    CurveClientKeys,
+    CurveServerKeys,
+    generate_keys,
+    load_viewer_token,
+    viewer_token,
+)
 from server.web_bridge import BridgeHandle, start_bridge
 from tests.server.fake_service import FakeService, SyntheticRun, publish_run
 
@@ -33,6 +46,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
 VIEWPORT = (1280, 800)
 BACKGROUND_BGR = np.array([0x1A, 0x16, 0x14])  # #14161a, the scene's clear colour
+REBOUND_NAME = "evil.example"  # resolved to 127.0.0.1 by the browser: a DNS rebinding
 
 
 def find_chromium() -> str:
@@ -98,6 +112,7 @@ def browser(tmp_path: Path) -> Iterator[DevTools]:
             "--no-first-run", "--disable-background-networking", "--disable-component-update",
             "--disable-sync", "--use-gl=angle", "--use-angle=swiftshader",
             "--enable-unsafe-swiftshader", f"--window-size={VIEWPORT[0]},{VIEWPORT[1]}",
+            f"--host-resolver-rules=MAP {REBOUND_NAME} 127.0.0.1",
             f"--user-data-dir={profile}", "--remote-debugging-port=0", "about:blank"]
     with log_path.open("wb") as log:
         proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
@@ -217,12 +232,16 @@ def test_viewer_draws_the_fake_service(browser: DevTools, fake_bridge: Any,
 
 @pytest.fixture
 def slam_serve(tmp_path: Path) -> Iterator[str]:
-    """``slam serve`` (paused, full speed) on ``synthetic:sideways?n=60``; yields the viewer URL."""
+    """``slam serve`` (paused, full speed, CurveZMQ on) on ``synthetic:sideways?n=60``;
+    yields the viewer URL it printed (with the token)."""
     log_path = tmp_path / "serve.log"
     any_port = "tcp://127.0.0.1:*"
+    keys = generate_keys(tmp_path / "keys")
     cmd = [sys.executable, "-m", "server.cli", "serve", "--source", "synthetic:sideways?n=60",
            "--sensor", "rgbd", "--rate", "max", "--paused", "--http", "0",
-           "--pub", any_port, "--cmd", any_port, "--ingest", any_port]
+           "--pub", any_port, "--cmd", any_port, "--ingest", any_port,
+           "--curve-server-key", str(keys.server_secret),
+           "--curve-clients", str(keys.authorized_dir)]
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     with log_path.open("wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=env)
@@ -251,8 +270,10 @@ def _viewer_url(proc: subprocess.Popen[bytes], log_path: Path, timeout: float = 
 
 
 def test_viewer_draws_slam_serve(browser: DevTools, slam_serve: str, tmp_path: Path) -> None:
+    assert slam_serve.endswith("#token=" + load_viewer_token(tmp_path / "keys/server.key_secret"))
     browser.call("Page.navigate", url=slam_serve)
     state = wait_for(browser, lambda s: s["snapshots"] >= 1 and s["status"] >= 1, timeout=20)
+    assert browser.evaluate("location.hash") == ""  # the token left the address bar
     assert state["lastStatus"]["paused"] is True and state["poses"] == 0
     browser.evaluate("document.getElementById('pause').click()")  # the page says 'resume'
     wait_for(browser, lambda s: s["replies"] >= 1 and s["lastStatus"]["paused"] is False)
@@ -266,3 +287,123 @@ def test_viewer_draws_slam_serve(browser: DevTools, slam_serve: str, tmp_path: P
     time.sleep(0.3)
     check_drawn(browser, screenshot(browser, tmp_path))
     assert browser.errors() == []
+
+
+# --- access ---------------------------------------------------------------------------
+@pytest.fixture
+def curve_fake_bridge() -> Iterator[tuple[FakeService, BridgeHandle, SyntheticRun]]:
+    """An encrypted fake service; its bridge wants the viewer token."""
+    import zmq
+
+    run = SyntheticRun.make(n_frames=20)
+    server_public, server_secret = zmq.curve_keypair()
+    client = CurveClientKeys.ephemeral(server_public)
+    keys = CurveServerKeys(server_public, server_secret, frozenset({client.public}))
+    service = FakeService(run.snapshot(n_poses=10, n_points=200), curve=keys)
+    bridge = start_bridge(0, service.pub_endpoint, service.cmd_endpoint, curve=client,
+                          token=viewer_token(server_secret))
+    try:
+        service.wait_subscribed()
+        yield service, bridge, run
+    finally:
+        bridge.stop()
+        service.close()
+
+
+def test_viewer_without_the_token_gets_nothing_until_it_is_typed(
+        browser: DevTools, curve_fake_bridge: Any) -> None:
+    service, bridge, run = curve_fake_bridge
+    assert bridge.token and bridge.page_url.endswith(bridge.token)
+    browser.call("Page.navigate", url=bridge.url)  # no #token=...
+    state = wait_for(browser, lambda s: s["authRequired"])
+    service.publish("pose", run.pose(10))
+    assert state["authReason"] == "credential required" and not state["authSent"]
+    assert browser.evaluate("document.getElementById('auth').hidden") is False
+    browser.evaluate("document.getElementById('token').value = '0'.repeat(64);"
+                     "document.getElementById('auth').requestSubmit()")
+    state = wait_for(browser, lambda s: s["authReason"] == "credential refused")
+    assert state["messages"] == 0 and state["snapshots"] == 0 and state["poses"] == 0
+    assert service.commands == []  # the bridge asked the service nothing for this page
+    browser.evaluate(f"document.getElementById('token').value = '{bridge.token}';"
+                     "document.getElementById('auth').requestSubmit()")
+    state = wait_for(browser, lambda s: s["snapshots"] >= 1 and s["points"] == 200)
+    sent = service.publish("pose", run.pose(11))
+    assert sent and wait_for(browser, lambda s: s["poses"] == 11)["errors"] == 0
+    assert browser.evaluate("document.getElementById('auth').hidden") is True
+    assert browser.errors() == []
+
+
+FOREIGN_PAGE = """<!doctype html><meta charset="utf-8"><title>elsewhere</title><script>
+window.result = { events: [] };
+const ws = new WebSocket("ws://127.0.0.1:%d/ws");
+ws.onopen = () => { result.events.push("open"); ws.send('{"cmd": "pause"}'); };
+ws.onmessage = () => result.events.push("message");
+ws.onerror = () => result.events.push("error");
+ws.onclose = (e) => result.events.push("close " + e.code);
+</script>"""
+
+
+@pytest.fixture
+def foreign_site(fake_bridge: Any) -> Iterator[str]:
+    """A page on another port (another origin) that opens a WebSocket to the bridge."""
+    page = (FOREIGN_PAGE % fake_bridge[1].port).encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(page)))
+            self.end_headers()
+            self.wfile.write(page)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def _handshake_statuses(tools: DevTools) -> list[int]:
+    return [int(e["params"]["response"]["status"]) for e in tools.events
+            if e.get("method") == "Network.webSocketHandshakeResponseReceived"]
+
+
+def test_page_of_another_origin_is_refused(browser: DevTools, fake_bridge: Any,
+                                           foreign_site: str) -> None:
+    service = fake_bridge[0]
+    browser.call("Network.enable")
+    browser.call("Page.navigate", url=foreign_site)
+    deadline = time.monotonic() + 15
+    events: list[str] = []
+    while not any(e.startswith("close") for e in events) and time.monotonic() < deadline:
+        events = browser.evaluate("window.result ? window.result.events : []") or []
+        time.sleep(0.1)
+    assert "open" not in events and "message" not in events and "close 1006" in events, events
+    log_text = " ".join(browser.errors())
+    assert 403 in _handshake_statuses(browser) or "403" in log_text, (events, log_text)
+    assert service.commands == []
+
+
+def test_dns_rebinding_gets_403(browser: DevTools, fake_bridge: Any) -> None:
+    service, bridge, _ = fake_bridge
+    browser.call("Network.enable")
+    browser.call("Page.navigate", url=f"http://{REBOUND_NAME}:{bridge.port}/")
+    deadline = time.monotonic() + 15
+    statuses: list[int] = []
+    while not statuses and time.monotonic() < deadline:
+        browser.evaluate("1")  # collects the events that arrived meanwhile
+        statuses = [int(e["params"]["response"]["status"]) for e in browser.events
+                    if e.get("method") == "Network.responseReceived"
+                    and e["params"].get("type") == "Document"]
+        time.sleep(0.1)
+    assert statuses == [403]
+    assert "Host not allowed" in browser.evaluate("document.body.innerText")
+    assert browser.evaluate("typeof window.viewerState") == "undefined"
+    assert service.commands == []

@@ -12,12 +12,12 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 from websockets.typing import Origin
 
-from server import protocol, web_bridge
-from server.security import CurveClientKeys, CurveServerKeys
+from server import protocol, web_access, web_bridge
+from server.security import CurveClientKeys, CurveServerKeys, viewer_token
 from server.web_bridge import ClientQueue, frame_message, start_bridge
 from slam.errors import ConfigError
 from tests.server.fake_service import FakeService, SyntheticRun
@@ -181,10 +181,12 @@ def test_curve_encrypted_service_with_the_right_keys_only() -> None:
     stranger = CurveClientKeys.ephemeral(server_public)
     keys = CurveServerKeys(server_public, server_secret, frozenset({client.public}))
     service = FakeService(RUN.snapshot(n_poses=2, n_points=3), curve=keys)
-    good = start_bridge(0, service.pub_endpoint, service.cmd_endpoint, curve=client)
+    token = viewer_token(server_secret)
+    good = start_bridge(0, service.pub_endpoint, service.cmd_endpoint, curve=client, token=token)
     try:
         service.wait_subscribed()
         with connect(ws_url(good)) as ws:
+            ws.send(json.dumps({"auth": token}))
             topic, payload = receive(ws)
             assert topic == "snapshot" and protocol.decode(payload)["last_seq"] == 1
             sent = service.publish("pose", RUN.pose(2))
@@ -192,9 +194,11 @@ def test_curve_encrypted_service_with_the_right_keys_only() -> None:
     finally:
         good.stop()
     web_bridge.COMMAND_TIMEOUT_S, saved = 0.3, web_bridge.COMMAND_TIMEOUT_S
-    refused = start_bridge(0, service.pub_endpoint, service.cmd_endpoint, curve=stranger)
+    refused = start_bridge(0, service.pub_endpoint, service.cmd_endpoint, curve=stranger,
+                           token=token)
     try:
         with connect(ws_url(refused)) as ws:
+            ws.send(json.dumps({"auth": token}))
             topic, payload = receive(ws)
             assert topic == "bridge" and "snapshot failed" in protocol.decode(payload)["error"]
     finally:
@@ -258,6 +262,152 @@ def _open_stalled_websocket(port: int) -> socket.socket:
         head += sock.recv(1)  # read exactly the handshake response, nothing more
     assert head.startswith(b"HTTP/1.1 101")
     return sock
+
+
+# --- access: the viewer token (CurveZMQ on) and the Host/Origin checks ---------------
+@pytest.fixture
+def curve_bridge() -> Iterator[tuple[FakeService, web_bridge.BridgeHandle, str]]:
+    """An encrypted fake service and its bridge, which wants the viewer token."""
+    import zmq
+
+    server_public, server_secret = zmq.curve_keypair()
+    client = CurveClientKeys.ephemeral(server_public)
+    keys = CurveServerKeys(server_public, server_secret, frozenset({client.public}))
+    service = FakeService(RUN.snapshot(n_poses=3, n_points=4), curve=keys)
+    token = viewer_token(server_secret)
+    handle = start_bridge(0, service.pub_endpoint, service.cmd_endpoint, curve=client,
+                          token=token)
+    try:
+        service.wait_subscribed()
+        yield service, handle, token
+    finally:
+        handle.stop()
+        service.close()
+
+
+def drain(ws: ClientConnection, timeout: float = 10.0) -> tuple[list[bytes | str], int | None]:
+    """Everything received until the bridge closes the socket, and its close code."""
+    received: list[bytes | str] = []
+    with pytest.raises(ConnectionClosed):
+        while True:
+            received.append(ws.recv(timeout=timeout))
+    return received, ws.close_code
+
+
+def test_without_the_credential_nothing_arrives_and_the_socket_closes(
+        curve_bridge: tuple[FakeService, web_bridge.BridgeHandle, str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(web_access, "AUTH_TIMEOUT_S", 0.5)
+    service, handle, _ = curve_bridge
+    with connect(ws_url(handle)) as ws:
+        for i in range(5):
+            service.publish("pose", RUN.pose(i))
+        received, code = drain(ws)
+    assert received == [] and code == web_access.CLOSE_UNAUTHORIZED
+    assert ws.close_reason == "no credential in time"
+    assert service.commands == []  # not even a snapshot was fetched for it
+
+
+@pytest.mark.parametrize(("first", "reason"), [
+    ({"auth": "0" * 64}, "credential refused"),
+    ({"auth": None}, "credential required"),
+    ({"cmd": "pause"}, "credential required"),
+    ({"cmd": "snapshot"}, "credential required"),
+])
+def test_a_wrong_or_missing_credential_closes_at_once_and_commands_are_refused(
+        curve_bridge: tuple[FakeService, web_bridge.BridgeHandle, str],
+        first: dict[str, object], reason: str) -> None:
+    service, handle, token = curve_bridge
+    with connect(ws_url(handle)) as ws:
+        ws.send(json.dumps(first))
+        service.publish("pose", RUN.pose(0))
+        received, code = drain(ws)
+        with pytest.raises(ConnectionClosed):
+            ws.send(json.dumps({"auth": token}))  # too late: the socket is gone
+    assert received == [] and code == web_access.CLOSE_UNAUTHORIZED
+    assert ws.close_reason == reason
+    assert service.commands == []
+
+
+def test_the_right_credential_gets_the_snapshot_live_topics_and_controls(
+        curve_bridge: tuple[FakeService, web_bridge.BridgeHandle, str]) -> None:
+    service, handle, token = curve_bridge
+    assert handle.page_url == f"http://127.0.0.1:{handle.port}/#token={token}"
+    with connect(ws_url(handle), origin=Origin(f"http://127.0.0.1:{handle.port}")) as ws:
+        ws.send(json.dumps({"auth": token.upper()}))  # hex digits in either case
+        assert receive(ws)[0] == "snapshot"
+        sent = service.publish("pose", RUN.pose(3))
+        assert receive(ws) == ("pose", sent)
+        ws.send(json.dumps({"auth": token}))  # a repeated credential is ignored
+        ws.send(json.dumps({"cmd": "pause"}))
+        topic, payload = receive(ws)
+        assert topic == "reply" and protocol.decode(payload)["ok"] is True
+    assert service.commands == ["snapshot", "pause"]
+
+
+def test_an_encrypted_service_needs_a_token_and_allow_lists_are_checked(
+        service: FakeService) -> None:
+    import zmq
+
+    client = CurveClientKeys.ephemeral(zmq.curve_keypair()[0])
+    with pytest.raises(ConfigError, match="viewer token"):
+        start_bridge(0, service.pub_endpoint, service.cmd_endpoint, curve=client)
+    with pytest.raises(ConfigError, match="--allow-host"):
+        start_bridge(0, service.pub_endpoint, service.cmd_endpoint, allow_hosts=["a b"])
+
+
+def raw_status(port: int, path: str, headers: list[tuple[str, str]]) -> int:
+    """Status of a GET sent byte for byte (so Host can be missing, doubled or foreign)."""
+    lines = [f"GET {path} HTTP/1.1", *(f"{k}: {v}" for k, v in headers)]
+    if path == "/ws":
+        key = base64.b64encode(os.urandom(16)).decode()
+        lines += ["Upgrade: websocket", "Connection: Upgrade", f"Sec-WebSocket-Key: {key}",
+                  "Sec-WebSocket-Version: 13"]
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        head = b""
+        while b"\r\n" not in head:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            head += chunk
+    return int(head.split(b" ", 2)[1])
+
+
+@pytest.mark.parametrize("path", ["/", "/viewer.js", "/ws"])
+def test_host_and_origin_are_checked_on_every_request(bridge: web_bridge.BridgeHandle,
+                                                      path: str) -> None:
+    own = f"127.0.0.1:{bridge.port}"
+    ok = 101 if path == "/ws" else 200
+    assert raw_status(bridge.port, path, [("Host", own)]) == ok
+    assert raw_status(bridge.port, path, [("Host", f"localhost:{bridge.port}"),
+                                          ("Origin", f"http://localhost:{bridge.port}")]) == ok
+    rebinding = f"evil.example:{bridge.port}"  # DNS rebinding: same port, the attacker's name
+    assert raw_status(bridge.port, path, [("Host", rebinding)]) == 403
+    assert raw_status(bridge.port, path, [("Host", rebinding),
+                                          ("Origin", f"http://{rebinding}")]) == 403
+    assert raw_status(bridge.port, path, [("Host", own), ("Origin", "http://evil.example")]) == 403
+
+
+@pytest.mark.parametrize("path", ["/", "/ws"])
+def test_duplicated_or_missing_host_is_400_not_500(bridge: web_bridge.BridgeHandle,
+                                                    path: str) -> None:
+    own, rebinding = f"127.0.0.1:{bridge.port}", f"evil.example:{bridge.port}"
+    assert raw_status(bridge.port, path, [("Host", own), ("Host", own)]) == 400
+    assert raw_status(bridge.port, path, [("Host", own), ("Host", rebinding)]) == 400
+    assert raw_status(bridge.port, path, []) == 400
+
+
+def test_allow_listed_host_and_origin_are_accepted(service: FakeService) -> None:
+    handle = start_bridge(0, service.pub_endpoint, service.cmd_endpoint,
+                          allow_hosts=["robot.lan"], allow_origins=["https://ops.example"])
+    try:
+        host = ("Host", f"robot.lan:{handle.port}")
+        assert raw_status(handle.port, "/ws", [host]) == 101
+        assert raw_status(handle.port, "/ws", [host, ("Origin", "https://ops.example")]) == 101
+        assert raw_status(handle.port, "/", [("Host", "robot.lan:1")]) == 403
+    finally:
+        handle.stop()
 
 
 def test_start_bridge_on_a_busy_port_raises_config_error(service: FakeService) -> None:
