@@ -32,6 +32,10 @@ from numpy.typing import NDArray
 from server import protocol
 
 log = logging.getLogger(__name__)
+# Frames a pusher lets ZeroMQ queue before send_frame blocks: a camera pushing faster
+# than the service takes frames is slowed down here instead of building seconds of
+# backlog (the service keeps only the freshest frames anyway).
+PUSH_SNDHWM = 4
 
 DEFAULT_PUB: str = protocol.DEFAULT_PUB_ENDPOINT
 DEFAULT_CMD: str = protocol.DEFAULT_CMD_ENDPOINT
@@ -136,11 +140,14 @@ class Snapshot:
 
 @dataclass
 class PushSummary:
-    """Replies of :meth:`SlamClient.push_frames`, in arrival order; ``missing`` frames got none."""
+    """Replies of :meth:`SlamClient.push_frames`, in arrival order; ``missing`` frames got
+    none. ``round_trip_ms`` (one per reply, same order): from sending the frame to
+    receiving its reply, on this client's clock (the latency a robot sees)."""
 
     sent: int = 0
     replies: list[Any] = field(default_factory=list)
     missing: int = 0
+    round_trip_ms: list[float] = field(default_factory=list)
 
     @property
     def tracked(self) -> int:
@@ -293,9 +300,11 @@ class SlamClient:
         self._pending: dict[int, Any] = {}
 
     # ----------------------------------------------------------------- sockets
-    def _socket(self, kind: int, endpoint: str) -> zmq.Socket[Any]:
+    def _socket(self, kind: int, endpoint: str, sndhwm: int | None = None) -> zmq.Socket[Any]:
         sock = self._ctx.socket(kind)
         sock.setsockopt(zmq.LINGER, 0)
+        if sndhwm is not None:
+            sock.setsockopt(zmq.SNDHWM, sndhwm)
         _apply_curve(sock, self.curve)  # options before connect
         sock.connect(endpoint)
         return sock
@@ -461,13 +470,35 @@ class SlamClient:
         """Drop the map and start a new, empty one."""
         self.command("reset")
 
-    def save_map(self, path: str) -> dict[str, Any]:
-        """Write the map to ``path`` on the server's machine; reply ``{path, bytes}``."""
-        return self.command("save_map", path=str(path))
+    def save_map(self, name: str, wait_s: float | None = None) -> dict[str, Any]:
+        """Save the map as ``name`` in the server's map directory (a name such as
+        ``office``, never a path). The server saves in the background and replies at
+        once ``{name, state: "saving"}``; with ``wait_s``, wait up to that many seconds
+        for the outcome (``stats``' ``map_save``: ``{name, state: "saved", bytes,
+        seconds}``). Raises :class:`ServerError` when the save is refused or fails,
+        :class:`ClientTimeoutError` when it is not done within ``wait_s``."""
+        reply = self.command("save_map", name=str(name))
+        if wait_s is None:
+            return reply
+        deadline = time.monotonic() + wait_s
+        while True:
+            status = self.stats().get("map_save") or {}
+            if status.get("name") == reply.get("name") and status.get("state") != "saving":
+                if status.get("state") != "saved":
+                    raise ServerError(f"save_map failed: {status.get('error')}", status)
+                return dict(status)
+            if time.monotonic() >= deadline:
+                raise ClientTimeoutError(f"save_map: {name!r} not saved within {wait_s:g} s")
+            time.sleep(min(_POLL_MS / 1000, max(deadline - time.monotonic(), 0.0)))
 
-    def load_map(self, path: str) -> dict[str, Any]:
-        """Replace the map by the file at ``path`` on the server; ``{keyframes, map_points}``."""
-        return self.command("load_map", path=str(path))
+    def load_map(self, name: str) -> dict[str, Any]:
+        """Replace the map by map ``name`` of the server's map directory; reply
+        ``{name, keyframes, map_points}``."""
+        return self.command("load_map", name=str(name))
+
+    def list_maps(self) -> list[dict[str, Any]]:
+        """The maps of the server's map directory: ``[{name, bytes, modified}, ...]``."""
+        return list(self.command("list_maps").get("maps", []))
 
     def shutdown(self) -> None:
         """Ask the service to exit cleanly."""
@@ -476,7 +507,7 @@ class SlamClient:
     # ---------------------------------------------------------------- pushing
     def _ingest_socket(self) -> zmq.Socket[Any]:
         if self._dealer is None:
-            self._dealer = self._socket(zmq.DEALER, self.ingest)
+            self._dealer = self._socket(zmq.DEALER, self.ingest, sndhwm=PUSH_SNDHWM)
         return self._dealer
 
     def send_frame(
@@ -575,12 +606,14 @@ class SlamClient:
         frame, waits up to ``timeout_s`` for the outstanding replies.
         """
         summary = PushSummary()
-        outstanding: set[int] = set()
+        outstanding: dict[int, float] = {}  # seq -> time sent
 
         def collect(wait_s: float) -> None:
             for reply in self.replies(wait_s):
-                outstanding.discard(int(reply.seq))
+                sent_at = outstanding.pop(int(reply.seq), None)
                 summary.replies.append(reply)
+                summary.round_trip_ms.append(
+                    float("nan") if sent_at is None else (time.monotonic() - sent_at) * 1e3)
 
         period = 1.0 / rate_hz if rate_hz else 0.0
         next_t = time.monotonic()
@@ -595,7 +628,7 @@ class SlamClient:
             depth = getattr(frame, "depth_m", None)
             right = getattr(frame, "right", None)
             seq = self.send_frame(frame.image, frame.timestamp, depth, right, encoding, depth_scale)
-            outstanding.add(seq)
+            outstanding[seq] = time.monotonic()
             summary.sent += 1
             collect(0.0)
             if period:

@@ -20,6 +20,18 @@ log = logging.getLogger(__name__)
 
 SENSORS = ("mono", "stereo", "rgbd")
 PORTS = {"pub": 5555, "cmd": 5556, "ingest": 5557}
+# A service runs for days: it keeps the newest hour of poses at 30 Hz (about 12 MB) for
+# `snapshot`'s trajectory; older ones were published and are counted as dropped.
+SERVICE_MAX_TRAJECTORY_POSES = 108_000
+# A live camera must be kept up with: tracking never waits for mapping, only the frames
+# that become keyframes get sub-pixel refinement (about 4 ms a frame saved), and no
+# keyframe is added where one sees the place within 5 degrees (a robot that keeps
+# revisiting its workspace for days must not keep growing its map: without it, the
+# looped sample tracked at 20 fps grew from 60 to 140 keyframes in five minutes).
+LIVE_OVERRIDES: dict[str, Any] = {
+    "tracking.wait_for_mapping": False, "tracking.subpixel": "keyframes",
+    "tracking.keyframe_revisit_deg": 5.0,
+}
 
 
 def register(commands: Any, parents: Sequence[argparse.ArgumentParser]) -> None:
@@ -50,6 +62,14 @@ def _register_serve(commands: Any, parents: Sequence[argparse.ArgumentParser]) -
     p.add_argument("--cmd", metavar="EP", help="command endpoint (default port 5556)")
     p.add_argument("--ingest", metavar="EP", help="ingestion endpoint (default port 5557)")
     p.add_argument("--http", type=int, metavar="PORT", help="serve the browser viewer here")
+    p.add_argument("--http-bind", metavar="ADDR", help="address of the viewer (default: "
+                   "--bind; e.g. 127.0.0.1 to reach it through an SSH tunnel only)")
+    p.add_argument("--allow-host", dest="allow_hosts", action="append", default=[],
+                   metavar="NAME[:PORT]", help="viewer: also accept this Host name "
+                   "(repeatable; see docs/security.md)")
+    p.add_argument("--allow-origin", dest="allow_origins", action="append", default=[],
+                   metavar="ORIGIN", help="viewer: also accept pages of this origin, "
+                   "e.g. https://robot.example (repeatable)")
     p.add_argument("--rate", choices=("realtime", "max"), default="max",
                    help="replay at the source's frame rate (dropping frames when late) or "
                    "as fast as tracking goes (default)")
@@ -62,7 +82,24 @@ def _register_serve(commands: Any, parents: Sequence[argparse.ArgumentParser]) -
                    help="folder of the client public keys (.key) to admit")
     p.add_argument("--max-message-bytes", type=int, metavar="N",
                    help="largest request or frame accepted (default 32 MiB)")
+    _register_map_options(p)
     p.set_defaults(func=execute_serve)
+
+
+def _register_map_options(p: argparse.ArgumentParser) -> None:
+    """The map directory of save_map/load_map/list_maps (docs/protocol.md, "Map files")."""
+    from server import maps
+
+    p.add_argument("--map-dir", type=Path, metavar="DIR",
+                   help="the only directory remote save_map/load_map use (maps are named, "
+                   "never paths; default $XDG_DATA_HOME/slam/maps, created mode 0700)")
+    p.add_argument("--max-map-bytes", type=int, metavar="N", default=maps.DEFAULT_MAX_MAP_BYTES,
+                   help="largest map file load_map reads (default 256 MiB)")
+    p.add_argument("--max-maps", type=int, metavar="N", default=maps.DEFAULT_MAX_MAPS,
+                   help="most maps in the map directory (default %(default)s)")
+    p.add_argument("--map-save-interval", type=float, metavar="S",
+                   default=maps.DEFAULT_SAVE_INTERVAL_S,
+                   help="minimum seconds between two saves (default %(default)s)")
 
 
 def _register_keys(commands: Any, parents: Sequence[argparse.ArgumentParser]) -> None:
@@ -77,6 +114,14 @@ def _register_keys(commands: Any, parents: Sequence[argparse.ArgumentParser]) ->
                    help="client key name (repeatable; default: client)")
     g.add_argument("--force", action="store_true", help="replace existing keys")
     g.set_defaults(func=execute_keys)
+    t = sub.add_parser("viewer-token", parents=list(parents),
+                       help="print the browser viewer's token",
+                       description="Print the token the viewer's WebSocket needs when "
+                       "CurveZMQ is on (derived from the server secret key; see "
+                       "docs/security.md).")
+    t.add_argument("--server-key", required=True, type=Path, metavar="FILE",
+                   help="the server secret key (server.key_secret)")
+    t.set_defaults(func=execute_viewer_token)
 
 
 # --- keys ---------------------------------------------------------------------------
@@ -90,6 +135,14 @@ def execute_keys(args: argparse.Namespace) -> int:
     print(f"admitted clients:   {keys.authorized_dir}  (slam serve --curve-clients)")
     for path in keys.client_secrets:
         print(f"client secret key:  {path}  (keep with the client)")
+    return 0
+
+
+def execute_viewer_token(args: argparse.Namespace) -> int:
+    """Run ``slam keys viewer-token``: print the token (open ``http://HOST:PORT/#token=...``)."""
+    from server.security import load_viewer_token
+
+    print(load_viewer_token(args.server_key))
     return 0
 
 
@@ -157,10 +210,8 @@ def build_options(args: argparse.Namespace) -> tuple[Any, Any]:
 
     source, calibration = _open_source(args)
     live = source is None or args.rate == "realtime" or source.length is None
-    # A live camera must be kept up with: tracking never waits for mapping, and only the
-    # frames that become keyframes get sub-pixel refinement (about 4 ms a frame saved).
-    overrides: dict[str, Any] = (
-        {"tracking.wait_for_mapping": False, "tracking.subpixel": "keyframes"} if live else {})
+    overrides: dict[str, Any] = LIVE_OVERRIDES.copy() if live else {}
+    overrides["system.max_trajectory_poses"] = SERVICE_MAX_TRAJECTORY_POSES
     overrides.update(parse_overrides(args.overrides))
     config = load_config(args.config, overrides)
     ingest_ep = endpoint(args.ingest, args.bind, PORTS["ingest"])
@@ -175,8 +226,25 @@ def build_options(args: argparse.Namespace) -> tuple[Any, Any]:
         pub_endpoint=endpoint(args.pub, args.bind, PORTS["pub"]),
         cmd_endpoint=endpoint(args.cmd, args.bind, PORTS["cmd"]), ingest_endpoint=ingest_ep,
         realtime=args.rate == "realtime", paused=args.paused, max_message_bytes=max_bytes,
-        curve=_curve(args))
+        curve=_curve(args), **_map_options(args))
     return opts, source
+
+
+def _map_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The ServiceOptions map fields. A ``--map-dir`` given is created (mode 0700) and
+    checked here, so that an unusable one is a ConfigError at start; the default one
+    is created at the first map command."""
+    from server.maps import MapDirectory
+
+    if args.max_map_bytes < 1024 or args.max_maps < 1 or not args.map_save_interval >= 0:
+        raise ConfigError("--max-map-bytes must be at least 1024, --max-maps at least 1 and "
+                          "--map-save-interval at least 0")
+    root = None
+    if args.map_dir is not None:
+        root = args.map_dir.expanduser().resolve()
+        MapDirectory(root).close()
+    return {"map_dir": root, "max_map_bytes": args.max_map_bytes, "max_maps": args.max_maps,
+            "map_save_interval_s": args.map_save_interval}
 
 
 def _bridge_keys(opts: Any) -> Any:
@@ -197,9 +265,14 @@ def _start_bridge(args: argparse.Namespace, service: Any, curve: Any) -> Any:
     except ImportError as exc:
         raise ConfigError("--http needs the viewer bridge (server/web_bridge.py), which "
                           f"cannot be imported: {exc}") from exc
+    from server.security import viewer_token
+
     ep = service.endpoints
+    token = None if curve is None else viewer_token(service.opts.curve.secret)
     return web_bridge.start_bridge(args.http, connect_address(ep["pub"]),
-                                   connect_address(ep["cmd"]), host=args.bind, curve=curve)
+                                   connect_address(ep["cmd"]), host=args.http_bind or args.bind,
+                                   curve=curve, token=token, allow_hosts=args.allow_hosts,
+                                   allow_origins=args.allow_origins)
 
 
 def execute_serve(args: argparse.Namespace) -> int:
@@ -219,8 +292,7 @@ def execute_serve(args: argparse.Namespace) -> int:
               f"{'  (CurveZMQ)' if opts.curve else ''}", flush=True)
         if args.http is not None:
             bridge = _start_bridge(args, service, bridge_keys)
-            url = getattr(bridge, "url", f"http://{args.bind}:{args.http}/")
-            print(f"slam serve: viewer on {url}", flush=True)
+            print(f"slam serve: viewer on {bridge.page_url}", flush=True)  # token included
         while not service.wait(0.5):
             pass
     finally:

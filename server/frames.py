@@ -13,7 +13,7 @@ import collections
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,13 +26,25 @@ log = logging.getLogger(__name__)
 class Job:
     """A frame and where it came from. ``t_arrival``: ``time.perf_counter()`` when the
     server received it; ``sender``/``envelope``: ZeroMQ routing frames of an ingestion
-    client (None for a source frame); ``client_seq``: that client's counter."""
+    client (None for a source frame); ``client_seq``: that client's counter.
 
-    frame: SensorFrame
+    A pushed frame arrives still encoded: ``frame`` is None and ``decode`` makes it, so
+    that only the frames tracking takes are decoded (a flood costs the ingestion thread
+    a message parse per frame, not an image decode)."""
+
+    frame: SensorFrame | None
     t_arrival: float
     sender: bytes | None = None
     envelope: list[bytes] = field(default_factory=list)
     client_seq: int | None = None
+    decode: Callable[[], SensorFrame] | None = None
+
+    def sensor_frame(self) -> SensorFrame:
+        """The frame, decoded now if it came encoded (may raise the decoder's error)."""
+        if self.frame is None:
+            assert self.decode is not None, "a job needs a frame or a decoder"
+            self.frame, self.decode = self.decode(), None
+        return self.frame
 
 
 class FrameQueue:

@@ -2,9 +2,12 @@
 
 Each frame is checked (declared image size read from the PNG/JPEG header before
 anything is decoded, so a forged header cannot make the server allocate a huge
-image), decoded with ``cv2.imdecode`` and put in a bounded drop-oldest queue; the
-sender of a dropped frame is told at once (``dropped: true``), the sender of a
-tracked frame gets its pose. Replies travel back to the sender's identity.
+image) and put, still encoded, in a bounded drop-oldest queue; the tracking thread
+decodes (``cv2.imdecode``) only the frames it takes. The sender of a dropped frame is
+told at once (``dropped: true``), the sender of a tracked frame gets its pose.
+Replies travel back to the sender's identity. The socket's receive high-water mark
+is small (:data:`INGEST_RCVHWM`): a client pushing faster than frames are parsed is
+held back by TCP instead of queueing seconds of frames inside ZeroMQ.
 """
 
 from __future__ import annotations
@@ -23,51 +26,18 @@ from server import protocol as proto
 from server.frames import FrameQueue, Job
 from server.routing import RouterServer
 from slam.camera import Calibration
+from slam.io.image_header import PNG_MAGIC, jpeg_size, png_size
 from slam.io.types import SensorFrame
 
 log = logging.getLogger(__name__)
 
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 DEFAULT_DEPTH_SCALE = 5000.0  # depth PNG units per metre, as TUM
-_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
-_STANDALONE_MARKERS = frozenset(range(0xD0, 0xDA)) | {0x01}
 _ingest_ids = itertools.count()
+INGEST_RCVHWM = 16  # messages ZeroMQ buffers per client before pushing back on TCP
 
 
 class FrameError(ValueError):
     """A pushed frame cannot be used (the message says why)."""
-
-
-# --- header sniffing ------------------------------------------------------------
-def png_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) of a PNG from its IHDR chunk; None when not a PNG."""
-    if len(data) < 24 or not data.startswith(PNG_MAGIC) or data[12:16] != b"IHDR":
-        return None
-    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-
-
-def jpeg_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) of a JPEG from its start-of-frame segment; None when not a JPEG."""
-    if len(data) < 4 or data[:2] != b"\xff\xd8":
-        return None
-    i = 2
-    while i + 4 <= len(data):
-        if data[i] != 0xFF:
-            return None
-        marker = data[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
-            continue
-        if marker in _STANDALONE_MARKERS:
-            i += 2
-            continue
-        if marker in _SOF_MARKERS:
-            if i + 9 > len(data):
-                return None
-            return int.from_bytes(data[i + 7:i + 9], "big"), int.from_bytes(data[i + 5:i + 7],
-                                                                             "big")
-        i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
-    return None
 
 
 # --- decoding ---------------------------------------------------------------------
@@ -142,6 +112,49 @@ def decode_depth(msg: proto.IngestFrame, size: tuple[int, int]) -> NDArray[np.fl
     return np.where(np.isfinite(depth), depth, np.float32(0)).astype(np.float32)
 
 
+def _check_image(msg: proto.IngestFrame, data: bytes, size: tuple[int, int], what: str
+                 ) -> None:
+    """The size checks of :func:`decode_image` alone (no pixel is decoded)."""
+    if msg.encoding == "raw":
+        assert msg.shape is not None
+        if (msg.shape[1], msg.shape[0]) != size:
+            raise FrameError(f"{what} is {msg.shape[1]}x{msg.shape[0]}, the camera is "
+                             f"{size[0]}x{size[1]}")
+        if len(data) != int(np.prod(msg.shape)):
+            raise FrameError(f"{what}: {len(data)} bytes for shape {list(msg.shape)} "
+                             f"(expected {int(np.prod(msg.shape))})")
+        return
+    declared = png_size(data) if msg.encoding == "png" else jpeg_size(data)
+    if declared is None:
+        raise FrameError(f"{what} is not a {msg.encoding.upper()} image")
+    if declared != size:
+        raise FrameError(f"{what} is {declared[0]}x{declared[1]}, the camera is "
+                         f"{size[0]}x{size[1]}")
+
+
+def check_frame(msg: proto.IngestFrame, calibration: Calibration, sensor: str) -> None:
+    """Refuse a pushed frame that cannot fit ``sensor`` and the camera, from its fields
+    and image headers alone (cheap: nothing is decoded); raises :class:`FrameError`."""
+    cam = calibration.camera
+    size = (cam.width, cam.height)
+    _check_image(msg, msg.image, size, "image")
+    if sensor == "stereo":
+        if msg.right is None:
+            raise FrameError("a stereo server needs the 'right' image")
+        _check_image(msg, msg.right, size, "right image")
+    if sensor == "rgbd":
+        if msg.depth is None:
+            raise FrameError("an RGB-D server needs the 'depth' image")
+        if msg.depth.startswith(PNG_MAGIC):
+            if png_size(msg.depth) != size:
+                raise FrameError(f"depth PNG is not {size[0]}x{size[1]}")
+        elif msg.encoding != "raw":
+            raise FrameError("depth must be a 16-bit PNG (or raw float32 with encoding 'raw')")
+        elif len(msg.depth) != 4 * size[0] * size[1]:
+            raise FrameError(f"raw depth: {len(msg.depth)} bytes, expected "
+                             f"{4 * size[0] * size[1]} (float32 metres, {size[0]}x{size[1]})")
+
+
 def to_sensor_frame(msg: proto.IngestFrame, calibration: Calibration, sensor: str, index: int
                     ) -> SensorFrame:
     """The :class:`SensorFrame` of a pushed frame for ``sensor``; raises :class:`FrameError`."""
@@ -180,7 +193,7 @@ class IngestServer(RouterServer):
     def __init__(self, ctx: zmq.Context[Any], endpoint: str, queue: FrameQueue | None,
                  calibration: Calibration, sensor: str, max_bytes: int = proto.MAX_MESSAGE_BYTES,
                  setup: Any = None, refusal: str = "this server takes no frames") -> None:
-        super().__init__(ctx, endpoint, max_bytes, setup)
+        super().__init__(ctx, endpoint, max_bytes, setup, rcvhwm=INGEST_RCVHWM)
         self.ctx = ctx
         self.queue = queue
         self.calibration = calibration
@@ -223,14 +236,19 @@ class IngestServer(RouterServer):
             self.rejected += 1
             return reply_body(msg.seq, False, self.refusal)
         try:
-            frame = to_sensor_frame(msg, self.calibration, self.sensor, self._index)
+            check_frame(msg, self.calibration, self.sensor)
         except FrameError as exc:
             self.rejected += 1
             log.debug("refused frame %d: %s", msg.seq, exc)
             return reply_body(msg.seq, False, str(exc))
+        index = self._index
         self._index += 1
         self.accepted += 1
-        dropped = self.queue.put(Job(frame, t_arrival, envelope[0], envelope, msg.seq))
+
+        def decode() -> SensorFrame:
+            return to_sensor_frame(msg, self.calibration, self.sensor, index)
+
+        dropped = self.queue.put(Job(None, t_arrival, envelope[0], envelope, msg.seq, decode))
         if dropped is not None and dropped.sender is not None:
             self.send(dropped.envelope, reply_body(
                 -1 if dropped.client_seq is None else dropped.client_seq, False,

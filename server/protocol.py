@@ -13,6 +13,7 @@ not know); removing a field or changing its meaning or type bumps
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -38,10 +39,15 @@ DEFAULT_INGEST_ENDPOINT = "tcp://127.0.0.1:5557"
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 
 STATES = ("initializing", "tracking", "lost")
-COMMANDS = ("stats", "snapshot", "pause", "resume", "reset", "save_map", "load_map", "shutdown")
+COMMANDS = ("stats", "snapshot", "pause", "resume", "reset", "save_map", "load_map",
+            "list_maps", "shutdown")
+# A map name (``save_map``/``load_map``): 1-64 letters, digits, '_' or '-', starting with a
+# letter or digit, optionally followed by ".map"; the file is <name>.map in the server's map
+# directory (docs/protocol.md, "Map files").
+MAP_SUFFIX = ".map"
+MAP_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}(?:\.map)?")
 ENCODINGS = ("jpeg", "png", "raw")
 MAX_IMAGE_SIDE = 16384
-MAX_PATH_CHARS = 4096
 NO_SEQ = -1  # ``seq`` of an ingestion reply to a message that could not be read
 
 
@@ -278,13 +284,15 @@ class PoseMsg:
     sender: str | None = None
     frame_id: str = "map"
     child_frame_id: str = "camera"
+    queued_ms: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {"v": SCHEMA_VERSION, "seq": self.seq, "stamp": self.stamp.to_dict(),
                 "frame_id": self.frame_id, "child_frame_id": self.child_frame_id,
                 "position": _list(self.position), "orientation": _list(self.orientation),
                 "state": self.state, "latency_ms": self.latency_ms, "keyframe": self.keyframe,
-                "source_index": self.source_index, "sender": self.sender}
+                "source_index": self.source_index, "sender": self.sender,
+                "queued_ms": self.queued_ms}
 
     @classmethod
     def from_dict(cls, d: Mapping[Any, Any]) -> PoseMsg:
@@ -295,7 +303,8 @@ class PoseMsg:
                    _vec(d, "position", 3), _vec(d, "orientation", 4), _state(d),
                    _num(d, "latency_ms"), _bool(d, "keyframe", False),
                    _int(d, "source_index", 0), sender,
-                   _str(d, "frame_id", "map"), _str(d, "child_frame_id", "camera"))
+                   _str(d, "frame_id", "map"), _str(d, "child_frame_id", "camera"),
+                   _num(d, "queued_ms", 0.0))
 
 
 @dataclass
@@ -403,8 +412,12 @@ class LoopMsg:
 
 @dataclass
 class StatusMsg:
-    """Topic ``status`` (1 Hz). ``queue_depth`` = {frames, mapping}; ``drops`` frames
-    dropped by the bounded frame queue; ``errors`` frames skipped as unreadable."""
+    """Topic ``status`` (1 Hz). ``queue_depth`` = {frames, mapping, loop}; ``drops``
+    frames dropped by the bounded frame queue; ``errors`` frames skipped (unreadable,
+    refused at ingestion or failed in tracking), ``refused`` those refused at ingestion;
+    ``rss_mb`` the server's resident memory (MB); ``poses_dropped`` poses that left the
+    bounded trajectory; ``stamps_skipped`` frames skipped because their timestamp did not
+    increase."""
 
     fps: float
     frames: int
@@ -421,6 +434,10 @@ class StatusMsg:
     finished: bool
     subscribers: int | None = None
     errors: int = 0
+    refused: int = 0
+    rss_mb: float | None = None
+    poses_dropped: int = 0
+    stamps_skipped: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         d = {"v": SCHEMA_VERSION, **{k: getattr(self, k) for k in self.__dataclass_fields__}}
@@ -432,13 +449,16 @@ class StatusMsg:
     def from_dict(cls, d: Mapping[Any, Any]) -> StatusMsg:
         depth = _map(d, "queue_depth")
         subscribers = _int(d, "subscribers", None)
+        queues = {str(k): _int(depth, k, 0, "queue_depth") for k in depth
+                  if isinstance(k, str)}
+        queues.setdefault("frames", 0)
+        queues.setdefault("mapping", 0)
         return cls(_num(d, "fps"), _int(d, "frames"), _int(d, "tracked_frames"), _state(d),
                    _int(d, "keyframes"), _int(d, "map_points"), _int(d, "loops_closed"),
-                   _int(d, "relocalisations"), _int(d, "maps"),
-                   {"frames": _int(depth, "frames", 0, "queue_depth"),
-                    "mapping": _int(depth, "mapping", 0, "queue_depth")},
+                   _int(d, "relocalisations"), _int(d, "maps"), queues,
                    _int(d, "drops"), _bool(d, "paused"), _bool(d, "finished"), subscribers,
-                   _int(d, "errors", 0))
+                   _int(d, "errors", 0), _int(d, "refused", 0), _num(d, "rss_mb", None),
+                   _int(d, "poses_dropped", 0), _int(d, "stamps_skipped", 0))
 
 
 @dataclass(eq=False)
@@ -468,8 +488,8 @@ class ImageMsg:
 # --- commands ---------------------------------------------------------------------
 @dataclass
 class Command:
-    """A request on the command socket: ``cmd`` and its arguments (``path`` for
-    ``save_map``/``load_map``)."""
+    """A request on the command socket: ``cmd`` and its arguments (``name``, a map
+    name, for ``save_map``/``load_map``)."""
 
     cmd: str
     args: dict[str, Any] = field(default_factory=dict)
@@ -485,11 +505,15 @@ class Command:
                                 f"{', '.join(COMMANDS)}")
         args: dict[str, Any] = {}
         if cmd in ("save_map", "load_map"):
-            path = _str(d, "path")
-            if not path or len(path) > MAX_PATH_CHARS or "\0" in path:
-                raise ProtocolError(f"field 'path' must be a non-empty file path of at most "
-                                    f"{MAX_PATH_CHARS} characters")
-            args["path"] = path
+            if "path" in d:
+                raise ProtocolError(f"{cmd} takes 'name' (a map in the server's map "
+                                    "directory), not 'path'")
+            name = _str(d, "name")
+            if not MAP_NAME_RE.fullmatch(name):
+                raise ProtocolError("field 'name' must be a map name: 1-64 letters, digits, "
+                                    "'_' or '-' (starting with a letter or digit), optionally "
+                                    "followed by '.map'")
+            args["name"] = name
         return cls(cmd, args)
 
 

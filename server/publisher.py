@@ -119,7 +119,9 @@ class MapDiffer:
         self.seq = 0
         self._map_ref: weakref.ref[Map] | None = None
         self._store_ref: weakref.ref[PointStore] | None = None
-        self._alive = np.zeros(0, bool)
+        # What was published, one row per live point (sorted ids): memory follows the
+        # map's size, not the number of points ever created.
+        self._ids = np.zeros(0, np.int64)
         self._xyz = np.zeros((0, 3), np.float32)
         self._rgb = np.zeros((0, 3), np.uint8)
         self._kf_poses: dict[int, NDArray[np.float64]] = {}
@@ -146,38 +148,30 @@ class MapDiffer:
     def diff(self, slam_map: Map) -> proto.MapUpdateMsg | None:
         """The map message of the changes, or None when nothing changed."""
         reset = self._switch(slam_map)
-        removed_before = np.flatnonzero(self._alive) if reset else np.zeros(0, np.int64)
         if reset:
-            self._alive = np.zeros(0, bool)
+            removed = self._ids
+            self._ids = np.zeros(0, np.int64)
+            self._xyz, self._rgb = np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8)
         with slam_map.lock:
             store = slam_map.store
-            alive = store.alive.copy()
-            ids = np.flatnonzero(alive)
-            xyz = store.xyz[ids].astype(np.float32)
-            n = max(len(alive), len(self._alive))
-            pub = _padded(self._alive, n)
-            now = _padded(alive, n)
-            added = np.flatnonzero(now & ~pub)
-            rgb = point_colors(slam_map, added)
-        removed = np.flatnonzero(pub & ~now)
-        if reset:
-            removed = removed_before
-        if len(self._xyz) < n:
-            cap = max(n, 2 * len(self._xyz))
-            self._xyz = _grown(self._xyz, cap)
-            self._rgb = _grown(self._rgb, cap)
-        xyz_now = np.zeros((n, 3), np.float32)
-        xyz_now[ids] = xyz
-        both = np.flatnonzero(now & pub)
-        step = np.abs(xyz_now[both] - self._xyz[both]).max(axis=1) if len(both) else np.zeros(0)
-        moved = both[step > POINT_MOVE_EPS_M]
-        self._xyz[added] = xyz_now[added]
-        self._xyz[moved] = xyz_now[moved]
-        self._rgb[added] = rgb
-        self._alive = now
-        msg = proto.MapUpdateMsg(self.seq, added.astype(np.int64), xyz_now[added], rgb,
-                             moved.astype(np.int64), xyz_now[moved],
-                             removed.astype(np.int64), reset)
+            ids = store.live_ids()
+            xyz = store.get("xyz", ids).astype(np.float32)
+            is_new = ~np.isin(ids, self._ids, assume_unique=True)
+            rgb_new = point_colors(slam_map, ids[is_new])
+        if not reset:
+            removed = self._ids[~np.isin(self._ids, ids, assume_unique=True)]
+        old_rows = np.searchsorted(self._ids, ids[~is_new])
+        step = np.abs(xyz[~is_new] - self._xyz[old_rows]).max(axis=1, initial=0.0)
+        moved_rows = np.flatnonzero(~is_new)[step > POINT_MOVE_EPS_M]
+        published_xyz = xyz.copy()
+        published_xyz[~is_new] = self._xyz[old_rows]  # small moves stay unpublished
+        published_xyz[moved_rows] = xyz[moved_rows]
+        rgb = np.zeros((len(ids), 3), np.uint8)
+        rgb[~is_new] = self._rgb[old_rows]
+        rgb[is_new] = rgb_new
+        self._ids, self._xyz, self._rgb = ids, published_xyz, rgb
+        msg = proto.MapUpdateMsg(self.seq, ids[is_new], xyz[is_new], rgb_new, ids[moved_rows],
+                                 xyz[moved_rows], removed.astype(np.int64), reset)
         if msg.is_empty():
             return None
         self.seq += 1
@@ -186,14 +180,17 @@ class MapDiffer:
     def published(self) -> tuple[NDArray[np.int64], NDArray[np.float32], NDArray[np.uint8], int]:
         """Points as the map messages so far describe them: ids (N,), xyz (N, 3), rgb
         (N, 3), and the ``seq`` the next map message will carry."""
-        ids = np.flatnonzero(self._alive).astype(np.int64)
-        return ids, self._xyz[ids].copy(), self._rgb[ids].copy(), self.seq
+        return self._ids.copy(), self._xyz.copy(), self._rgb.copy(), self.seq
 
     def keyframes(self, slam_map: Map) -> list[proto.KeyframeMsg]:
         """Messages for keyframes not published yet and for those moved since."""
         self._switch(slam_map)
         out: list[proto.KeyframeMsg] = []
         with slam_map.lock:
+            gone = [k for k in self._kf_poses
+                    if (kf := slam_map.keyframes.get(k)) is None or kf.bad]
+            for k in gone:  # culled: forgotten, so that memory follows the map's size
+                del self._kf_poses[k]
             for kf in slam_map.keyframes.values():
                 if kf.bad:
                     continue
@@ -221,20 +218,6 @@ class MapDiffer:
 def loop_message(e: LoopEvent) -> proto.LoopMsg:
     return proto.LoopMsg(e.cur_kf_id, e.loop_kf_id, proto.Stamp.from_seconds(e.stamp),
                      proto.Stamp.from_seconds(e.loop_stamp), float(e.scale), int(e.n_matches))
-
-
-def _grown(a: NDArray[Any], n: int) -> NDArray[Any]:
-    out = np.zeros((n, *a.shape[1:]), a.dtype)
-    out[: len(a)] = a
-    return out
-
-
-def _padded(a: NDArray[np.bool_], n: int) -> NDArray[np.bool_]:
-    if len(a) >= n:
-        return a[:n]
-    out = np.zeros(n, bool)
-    out[: len(a)] = a
-    return out
 
 
 def _pose_moved(T_prev: NDArray[np.float64], T: NDArray[np.float64]) -> bool:

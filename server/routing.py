@@ -46,10 +46,12 @@ class RouterServer:
     close_linger_ms = 0
 
     def __init__(self, ctx: zmq.Context[Any], endpoint: str, max_bytes: int,
-                 setup: Any = None) -> None:
+                 setup: Any = None, rcvhwm: int | None = None) -> None:
         self.max_bytes = max_bytes
         self.sock = ctx.socket(zmq.ROUTER)
         self.sock.setsockopt(zmq.LINGER, 0)
+        if rcvhwm is not None:
+            self.sock.setsockopt(zmq.RCVHWM, rcvhwm)
         # Bigger than the protocol limit so that an oversize request still gets an
         # error reply; far bigger ones cost the sender its connection.
         self.sock.setsockopt(zmq.MAXMSGSIZE, 2 * max_bytes + 4096)

@@ -20,17 +20,26 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 import zmq
 
 from server import protocol as proto
 from server.commands import CommandServer
 from server.frames import FrameQueue, Job, SourceFeeder
-from server.ingest import IngestServer, reply_body
+from server.ingest import FrameError, IngestServer, reply_body
+from server.maps import (
+    DEFAULT_MAX_MAP_BYTES,
+    DEFAULT_MAX_MAPS,
+    DEFAULT_SAVE_INTERVAL_S,
+    ServiceMaps,
+)
 from server.publisher import MapDiffer, Publisher, encode_image, loop_message, pose_fields
-from server.security import CurveServerKeys, start_authenticator
+from server.security import CurveServerKeys, refuse_unversioned_peers, start_authenticator
 from slam.camera import Calibration
 from slam.config import SlamConfig
 from slam.errors import ConfigError
+from slam.io.timestamps import TimestampGuard
+from slam.io.types import SensorFrame
 from slam.system import SlamSystem
 from slam.tracking.state import TrackResult
 
@@ -58,6 +67,13 @@ class ServiceOptions:
     map_period_s: float = 0.2
     status_period_s: float = 1.0
     image_period_s: float = 0.2
+    # Map files (docs/protocol.md, "Map files"): the directory of save_map/load_map/list_maps
+    # (None: default_map_dir(), opened at the first map command), the largest map loaded,
+    # the most maps kept, the minimum time between the starts of two saves.
+    map_dir: Path | None = None
+    max_map_bytes: int = DEFAULT_MAX_MAP_BYTES
+    max_maps: int = DEFAULT_MAX_MAPS
+    map_save_interval_s: float = DEFAULT_SAVE_INTERVAL_S
 
 
 @dataclass
@@ -107,6 +123,9 @@ class SlamService:
         self.ingest: IngestServer | None = None
         self._threads: list[threading.Thread] = []
         self._started = False
+        self._maps = ServiceMaps(options.map_dir, options.max_map_bytes, options.max_maps,
+                                 options.map_save_interval_s)
+        self._stamps = TimestampGuard("frames")  # replaced on reset and load_map
 
     # --- life cycle -------------------------------------------------------------
     def start(self) -> SlamService:
@@ -115,7 +134,7 @@ class SlamService:
             return self
         self._started = True
         o = self.opts
-        setup = o.curve.apply if o.curve is not None else None
+        setup = o.curve.apply if o.curve is not None else refuse_unversioned_peers
         try:
             if o.curve is not None:
                 self._auth = start_authenticator(self.ctx, o.curve)
@@ -183,6 +202,7 @@ class SlamService:
             self.ingest.stop()
         self._close_sockets()
         _dispose(self._system)
+        self._maps.close()
         log.info("service stopped")
 
     def _close_sockets(self) -> None:
@@ -225,17 +245,29 @@ class SlamService:
             # A replay at full speed reads ahead: time spent waiting in the read-ahead
             # queue is throughput buffering, not latency; count from here.
             job.t_arrival = time.perf_counter()
+        t_taken = time.perf_counter()
+        try:
+            frame = job.sensor_frame()
+        except FrameError as exc:
+            c.errors += 1
+            log.debug("pushed frame %s could not be decoded: %s", job.client_seq, exc)
+            self._reply_error(replies, job, str(exc))
+            return
+        if not self._stamps.admit(frame.timestamp, frame.index):
+            skipped = self._stamps.counts.total
+            if skipped & (skipped - 1) == 0:  # 1, 2, 4, ...: the log says so, not at 30 Hz
+                log.warning("%s", self._stamps.summary())
+            self._reply_error(replies, job, f"skipped: timestamp {frame.timestamp:.6f} s is "
+                              "not after the last frame's")
+            return
         with self._system_lock:
             system = self._system
             try:
-                res = system.process(job.frame)
+                res = system.process(frame)
             except Exception as exc:
                 c.errors += 1
-                log.exception("frame %d could not be tracked (skipped)", job.frame.index)
-                if job.sender is not None:
-                    _push(replies, job.envelope, reply_body(
-                        proto.NO_SEQ if job.client_seq is None else job.client_seq, False,
-                        f"tracking failed: {exc}"))
+                log.exception("frame %d could not be tracked (skipped)", frame.index)
+                self._reply_error(replies, job, f"tracking failed: {exc}")
                 return
             uv = _tracked_uv(system, res)
             seq = c.seq
@@ -243,25 +275,30 @@ class SlamService:
         c.frames += 1
         c.tracked += res.T_world_cam is not None
         c.state = res.state.value
-        msg = self._pose_message(seq, res, job)
+        msg = self._pose_message(seq, res, job, frame, (t_taken - job.t_arrival) * 1e3)
         assert self.pub is not None
         self.pub.send(proto.TOPIC_POSE, msg.to_dict())
         c.latencies_ms.append(msg.latency_ms)
         if job.sender is not None:
             seq_c = job.client_seq if job.client_seq is not None else proto.NO_SEQ
             _push(replies, job.envelope, reply_body(seq_c, True, pose=msg))
-        frame = job.frame
         image = frame.color if frame.color is not None else frame.image
         self._latest_image = (seq, frame.timestamp, image, uv)
 
-    def _pose_message(self, seq: int, res: TrackResult, job: Job) -> proto.PoseMsg:
+    def _reply_error(self, replies: zmq.Socket[Any], job: Job, error: str) -> None:
+        if job.sender is not None:
+            _push(replies, job.envelope, reply_body(
+                proto.NO_SEQ if job.client_seq is None else job.client_seq, False, error))
+
+    def _pose_message(self, seq: int, res: TrackResult, job: Job, frame: SensorFrame,
+                      queued_ms: float) -> proto.PoseMsg:
         position, orientation = pose_fields(res.T_world_cam)
         sender = job.sender.hex() if job.sender is not None else None
-        index = job.client_seq if job.client_seq is not None else job.frame.index
+        index = job.client_seq if job.client_seq is not None else frame.index
         latency_ms = (time.perf_counter() - job.t_arrival) * 1e3
-        stamp = proto.Stamp.from_seconds(job.frame.timestamp)
+        stamp = proto.Stamp.from_seconds(frame.timestamp)
         return proto.PoseMsg(seq, stamp, position, orientation, res.state.value, latency_ms,
-                             bool(res.is_keyframe), int(index), sender)
+                             bool(res.is_keyframe), int(index), sender, queued_ms=queued_ms)
 
     def _finish_replay(self) -> None:
         """The source is exhausted: let mapping catch up; keep serving."""
@@ -332,16 +369,20 @@ class SlamService:
         """The status message now."""
         system = self._system
         c = self._counters
-        mapper = system.mapper
+        mapper, closer = system.mapper, system.loop_closer
+        refused = self.ingest.rejected if self.ingest is not None else 0
         return proto.StatusMsg(
             fps=float(self._fps), frames=c.frames, tracked_frames=c.tracked, state=c.state,
             keyframes=system.map.n_keyframes(), map_points=system.map.n_points(),
             loops_closed=len(system.loop_events),
             relocalisations=int(system.tracker.relocalizations), maps=int(system.n_maps),
             queue_depth={"frames": len(self._queue),
-                         "mapping": mapper.queue_depth() if mapper is not None else 0},
+                         "mapping": mapper.queue_depth() if mapper is not None else 0,
+                         "loop": closer.queue_depth() if closer is not None else 0},
             drops=self._queue.drops, paused=not self._running.is_set(),
-            finished=self._finished, subscribers=self._subscribers, errors=c.errors)
+            finished=self._finished, subscribers=self._subscribers,
+            errors=c.errors + refused, refused=refused, rss_mb=_rss_mb(),
+            poses_dropped=system.poses.dropped, stamps_skipped=self._stamps.counts.total)
 
     def stats(self) -> dict[str, Any]:
         """The ``stats`` reply fields (the status plus latency percentiles)."""
@@ -352,6 +393,7 @@ class SlamService:
         st["latency_ms_p99"] = float(np.percentile(lat, 99)) if len(lat) else None
         st["publish_failures"] = self.pub.failed if self.pub is not None else 0
         st["last_seq"] = self._counters.seq - 1
+        st["map_save"] = self._maps.save_status()
         return st
 
     def snapshot(self) -> dict[str, Any]:
@@ -390,8 +432,9 @@ class SlamService:
             "stats": lambda c: self.stats(), "snapshot": lambda c: self.snapshot(),
             "pause": lambda c: self.pause(), "resume": lambda c: self.resume(),
             "reset": lambda c: self.reset(), "shutdown": lambda c: {},
-            "save_map": lambda c: self.save_map(c.args["path"]),
-            "load_map": lambda c: self.load_map(c.args["path"]),
+            "save_map": lambda c: self.save_map(c.args["name"]),
+            "load_map": lambda c: self.load_map(c.args["name"]),
+            "list_maps": lambda c: self._maps.list(),
         }
 
     def _after_reply(self, cmd: str) -> None:
@@ -413,22 +456,19 @@ class SlamService:
         log.info("map reset by a client")
         return {}
 
-    def save_map(self, path: str) -> dict[str, Any]:
-        """Write the map (tracking waits meanwhile); returns ``{path, bytes}``."""
-        target = Path(path).expanduser().resolve()
-        with self._system_lock:
-            self._system.save_map(target)
-        return {"path": str(target), "bytes": target.stat().st_size}
+    def save_map(self, name: str) -> dict[str, Any]:
+        """Start saving the map as ``name`` in the background (tracking goes on); returns
+        ``{name, state: "saving"}`` at once, the outcome is ``stats``' ``map_save``."""
+        o = self.opts
+        return self._maps.save(self._system, name, o.calibration, o.sensor)
 
-    def load_map(self, path: str) -> dict[str, Any]:
-        """Replace the map by a saved one (same camera and sensor); tracking relocalises."""
-        from slam.map.persistence import load_map
-
-        loaded = load_map(Path(path).expanduser(), calibration=self.opts.calibration,
-                          sensor=self.opts.sensor)
+    def load_map(self, name: str) -> dict[str, Any]:
+        """Replace the map by map ``name`` (same camera and sensor); tracking relocalises."""
+        loaded = self._maps.load(name, self.opts.calibration, self.opts.sensor)
         system = self._new_system(loaded.map)
         self._swap(system)
-        return {"keyframes": system.map.n_keyframes(), "map_points": system.map.n_points()}
+        return {"name": loaded.info.path.stem, "keyframes": system.map.n_keyframes(),
+                "map_points": system.map.n_points()}
 
     def _new_system(self, initial_map: Any = None) -> SlamSystem:
         o = self.opts
@@ -438,6 +478,7 @@ class SlamService:
     def _swap(self, system: SlamSystem) -> None:
         with self._system_lock:
             old, self._system = self._system, system
+            self._stamps = TimestampGuard("frames")  # a new map may start a new clock
         _dispose(old)
 
 
@@ -462,6 +503,11 @@ def _tracked_uv(system: SlamSystem, res: TrackResult) -> np.ndarray:
     if res.T_world_cam is None or frame is None or frame.id != res.frame_id:
         return np.zeros((0, 2))
     return np.asarray(frame.uv[(frame.point_ids >= 0) & ~frame.outlier])
+
+
+def _rss_mb() -> float:
+    """This process's resident memory, MB."""
+    return float(psutil.Process().memory_info().rss) / 1e6
 
 
 def _push(sock: zmq.Socket[Any], envelope: list[bytes], body: bytes) -> None:

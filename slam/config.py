@@ -71,8 +71,38 @@ class TrackingConfig(_Section):
         100, ge=10, description="monocular initialisation: matches and triangulated points needed"
     )
     pose_iterations: int = Field(10, ge=1)
-    keyframe_min_frames: int = Field(0, ge=0)
-    keyframe_max_frames: int = Field(30, ge=1)
+    keyframe_min_frames: int = Field(
+        0, ge=0, description="frames since the last keyframe before mapping being idle is "
+        "reason enough for a new one (ORB-SLAM's mMinFrames)")
+    keyframe_max_frames: int = Field(
+        30, ge=1, description="frames since the last keyframe after which a new one is due "
+        "(ORB-SLAM's mMaxFrames: one a second at 30 Hz)")
+    keyframe_track_ratio: float = Field(
+        0.75, gt=0.0, le=1.0, description="stereo/RGB-D: a new keyframe once the frame tracks "
+        "fewer than this share of the reference keyframe's well-observed points (ORB-SLAM's "
+        "thRefRatio)")
+    keyframe_track_ratio_mono: float = Field(
+        0.9, gt=0.0, le=1.0, description="the same for monocular: its points are fewer and "
+        "fragile, so keyframes come sooner (ORB-SLAM: 0.9)")
+    keyframe_track_ratio_start: float = Field(
+        0.4, gt=0.0, le=1.0, description="the same while the map has a single keyframe "
+        "(ORB-SLAM: 0.4; the first keyframe's points are observed once only)")
+    keyframe_weak_ratio: float = Field(
+        0.25, gt=0.0, le=1.0, description="stereo/RGB-D: tracking fewer than this share of "
+        "the reference's points is weak tracking, a keyframe is due whatever the frame count "
+        "(ORB-SLAM's c1c)")
+    keyframe_close_tracked_max: int = Field(
+        100, ge=0, description="stereo/RGB-D: fewer tracked close points than this (depth "
+        "below the close threshold) ...")
+    keyframe_close_untracked_min: int = Field(
+        70, ge=0, description="... and more untracked close points than this ask for a "
+        "keyframe that would map them (ORB-SLAM's bNeedToInsertClose)")
+    keyframe_min_inliers: int = Field(
+        15, ge=0, description="no keyframe from a frame with this many inliers or fewer: its "
+        "pose is too weak to anchor new points")
+    keyframe_max_mapping_queue: int = Field(
+        3, ge=1, description="live stereo/RGB-D: while mapping is busy a keyframe is still "
+        "inserted when fewer than this many wait for it (ORB-SLAM: 3); monocular skips it")
     keyframe_overlap_ratio: float = Field(
         0.3, ge=0.0, le=1.0,
         description="stereo/RGB-D: also a new keyframe when fewer than this share of the "
@@ -81,6 +111,14 @@ class TrackingConfig(_Section):
         "8.7 mm ATE instead of 2.6 mm; fr1_rpy gets about 15 % more keyframes)",
     )
     local_map_keyframes: int = Field(20, ge=1)
+    keyframe_revisit_deg: float = Field(
+        0.0, ge=0.0, le=45.0,
+        description="degrees; no new keyframe while a keyframe of the map sees the place "
+        "from nearly the same view: its viewing direction within this angle of the frame's "
+        "and its centre within the baseline that gives this parallax at the frame's median "
+        "scene depth (a place mapped already). Bounds the map of a camera that keeps "
+        "revisiting one place for days (`slam serve` live sources: 5); 0 = off (ORB-SLAM's "
+        "rules alone)")
     subpixel: Literal["auto", "all", "keyframes", "off"] = Field(
         "auto",
         description="refine matched keypoints to a fraction of a pixel by aligning the patch "
@@ -186,6 +224,11 @@ class SystemConfig(_Section):
 
     frame_queue_size: int = Field(8, ge=1)
     realtime: bool = False
+    max_trajectory_poses: int = Field(
+        0, ge=0,
+        description="frame poses kept for the trajectory (about 110 bytes each); 0 keeps "
+        "every one (replays); a long-running service keeps the newest and counts the rest "
+        "as dropped")
     threads: bool | None = Field(
         None,
         description="local mapping in its own thread; None = automatic: inline for "

@@ -1,26 +1,22 @@
-"""The system that wires tracking, local mapping and the map together, and the
-offline replay used by ``slam run``."""
+"""The system that wires tracking, local mapping and the map together (the offline
+replay is :mod:`slam.replay`)."""
 
 from __future__ import annotations
 
 import logging
-import time
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from numpy.typing import NDArray
 
 from slam.camera import Calibration
 from slam.config import Sensor, SlamConfig
-from slam.dense.worker import DenseOptions, DenseResult, start_dense
-from slam.errors import SensorError
+from slam.dense.worker import DenseOptions, start_dense
 from slam.geometry.lie import se3_inv
-from slam.io.sources.base import BoundedReader, FrameSource
 from slam.io.types import SensorFrame, Trajectory
 from slam.loop.loop_closing import LoopCloser, LoopEvent
 from slam.map.map import Map
+from slam.map.pose_log import PoseLog
 from slam.mapping.bundle import global_bundle_adjustment
 from slam.mapping.initial_ba import initial_bundle_adjustment
 from slam.mapping.local_mapping import LocalMapper
@@ -31,11 +27,8 @@ from slam.tracking.tracker import MappingLink, Tracker
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class _PoseRecord:
-    stamp: float
-    ref_kf_id: int
-    T_cam_ref: NDArray[np.float64]
+# Culled keyframes no logged pose needs are dropped every this many frames.
+PRUNE_EVERY_FRAMES = 256
 
 
 class SlamSystem:
@@ -80,8 +73,8 @@ class SlamSystem:
             )
         self.tracker = Tracker(cfg, calib, sensor, self.map, link, self.place,
                                localization_only=localization_only)
-        self._records: list[_PoseRecord] = []
-        self._frozen: list[tuple[float, NDArray[np.float64]]] = []
+        self.poses = PoseLog(cfg.system.max_trajectory_poses)
+        self._n_processed = 0
         self.n_maps = 1
         self._lost_since: float | None = None
         if self.map.n_keyframes() > 0:
@@ -94,14 +87,17 @@ class SlamSystem:
         self.tracker.notify_map_corrected()
         self.dense.on_corrected()
 
-    def _keyframe_done(self, kf_id: int) -> None:
-        """Local mapping finished a keyframe: on to dense fusion and loop closing."""
+    def _keyframe_done(self, kf_id: int, culled: list[int]) -> None:
+        """Local mapping finished a keyframe: on to dense fusion and loop closing; the
+        keyframes it culled leave place recognition."""
         self.dense.submit(kf_id)
         assert self.loop_closer is not None
+        self.loop_closer.forget(culled)
         self.loop_closer.submit(kf_id)
 
     def _index_loaded_map(self) -> None:
         """Put a loaded map's keyframes into place recognition; tracking relocalises."""
+        self.map.release_culled()
         for kf in self.map.good_keyframes():
             desc = self.place.describe(kf.frame.descriptors, kf.frame.pixels())
             self.place.add(kf.id, desc)
@@ -127,8 +123,11 @@ class SlamSystem:
             T_cam_world = se3_inv(res.T_world_cam)
             with self.map.lock:
                 T_cam_ref = T_cam_world @ ref.T_world_cam
-            self._records.append(_PoseRecord(sf.timestamp, ref.id, T_cam_ref))
+            self.poses.append(sf.timestamp, ref.id, T_cam_ref)
         self._watch_lost(res, sf.timestamp)
+        self._n_processed += 1
+        if self._n_processed % PRUNE_EVERY_FRAMES == 0:
+            self.map.prune_culled(self.poses.reference_ids().tolist())
         return res
 
     def _watch_lost(self, res: TrackResult, stamp: float) -> None:
@@ -150,8 +149,7 @@ class SlamSystem:
         if self.loop_closer is not None:
             self.loop_closer.flush()
         with self.map.lock:
-            self._frozen.extend(self._absolute_poses())
-            self._records.clear()
+            self.poses.freeze(self.map)
             self.map.clear()
         if self.loop_closer is not None:
             self.loop_closer.reset()
@@ -164,17 +162,11 @@ class SlamSystem:
                     "earlier maps are kept in their own frames)",
                     self.cfg.relocalization.new_map_after_s, self.n_maps)
 
-    def _absolute_poses(self) -> list[tuple[float, NDArray[np.float64]]]:
-        return [(r.stamp, se3_inv(r.T_cam_ref @ self.map.keyframe_pose(r.ref_kf_id)))
-                for r in self._records]
-
     def trajectory(self) -> Trajectory:
-        """Every tracked frame's world-from-camera pose, with keyframe corrections."""
-        with self.map.lock:
-            items = self._frozen + self._absolute_poses()
-        if not items:
-            return Trajectory(np.zeros(0), np.zeros((0, 4, 4)))
-        return Trajectory(np.array([t for t, _ in items]), np.array([T for _, T in items]))
+        """Every tracked frame's world-from-camera pose, with keyframe corrections
+        (the newest ``system.max_trajectory_poses`` when that is set)."""
+        stamps, T_world_cam = self.poses.trajectory(self.map)
+        return Trajectory(stamps, T_world_cam)
 
     def save_map(self, path: str | Path) -> None:
         """Let mapping and loop closing settle, then write the map atomically."""
@@ -194,106 +186,16 @@ class SlamSystem:
         if self.mapper is not None:
             self.mapper.flush()
 
-    def finish(self) -> None:
-        """Let local mapping and loop closing catch up, stop them, then a final global BA."""
+    def finish(self, final_ba: bool = True) -> None:
+        """Let local mapping and loop closing catch up, stop them, then a final global BA
+        (``final_ba=False`` leaves it out, to stop quickly)."""
         if self.mapper is not None:
             self.flush()
             self.mapper.stop()
             if self.loop_closer is not None:
                 self.loop_closer.stop()
-            n_iter = self.cfg.mapping.final_global_ba_iterations
+            n_iter = self.cfg.mapping.final_global_ba_iterations if final_ba else 0
             if n_iter > 0 and self.map.n_keyframes() > 2:
                 global_bundle_adjustment(self.map, self.calib.camera.K,
                                          float(self.calib.stereo_bf or 0.0), n_iter)
         self.tracker.close()
-
-
-@dataclass
-class RunResult:
-    """Outcome of an offline run."""
-
-    trajectory: Trajectory
-    stats: dict[str, float | int] = field(default_factory=dict)
-    track_ms: NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
-    states: list[str] = field(default_factory=list)
-    relocalized_frames: list[int] = field(default_factory=list)
-    loops: list[LoopEvent] = field(default_factory=list)
-    dense: DenseResult | None = None
-
-
-def run_offline(
-    source: FrameSource, sensor: Sensor, calibration: Calibration, config: SlamConfig,
-    *, realtime: bool = False, progress: bool = True, initial_map: Map | None = None,
-    localization_only: bool = False, save_map: str | Path | None = None,
-    dense: DenseOptions | None = None,
-) -> RunResult:
-    """Replay a source through the system; returns the trajectory and statistics.
-
-    ``initial_map`` continues from a loaded map, ``localization_only`` leaves it
-    unchanged, ``save_map`` writes the final map there, ``dense`` fuses a mesh while
-    running (written after the run; its time is ``dense_finish_s``, not in ``wall_s``).
-    """
-    if sensor not in source.sensors:
-        raise SensorError(f"source {source.name} cannot feed a {sensor} system "
-                          f"(it offers {', '.join(sorted(source.sensors))})")
-    system = SlamSystem(config, calibration, sensor, initial_map=initial_map,
-                        localization_only=localization_only, dense=dense)
-    completed = False
-    track_ms: list[float] = []
-    states: list[str] = []
-    n_frames = n_tracked = n_lost = 0
-    t0 = time.perf_counter()
-    total = source.length
-    from tqdm import tqdm
-
-    with BoundedReader(iter(source), maxsize=config.system.frame_queue_size,
-                       realtime=realtime) as reader:
-        bar = tqdm(reader, total=total, disable=not progress, unit="frame", leave=False)
-        try:
-            for sf in bar:
-                res = system.process(sf)
-                n_frames += 1
-                track_ms.append(res.track_ms)
-                states.append(res.state.value)
-                if res.T_world_cam is not None:
-                    n_tracked += 1
-                elif res.state == TrackState.LOST:
-                    n_lost += 1
-                bar.set_postfix(state=res.state.value, kf=system.map.n_keyframes(), refresh=False)
-            completed = True
-        finally:
-            bar.close()
-            system.finish()
-            if not completed:
-                system.dense.close()
-    if save_map is not None:
-        system.save_map(save_map)
-    wall = time.perf_counter() - t0
-    dense_result = system.dense.finish()
-    ms = np.array(track_ms)
-    mapper = system.mapper
-    stats: dict[str, float | int] = {
-        "frames": n_frames,
-        "tracked_frames": n_tracked,
-        "lost_frames": n_lost,
-        "keyframes": system.map.n_keyframes(),
-        "map_points": system.map.n_points(),
-        "wall_s": wall,
-        "fps": n_frames / wall if wall > 0 else 0.0,
-        "track_ms_median": float(np.median(ms)) if len(ms) else 0.0,
-        "track_ms_p95": float(np.percentile(ms, 95)) if len(ms) else 0.0,
-        "track_ms_p99": float(np.percentile(ms, 99)) if len(ms) else 0.0,
-        "local_ba_ms_median": float(np.median(mapper.ba_ms)) if mapper and mapper.ba_ms else 0.0,
-        "keyframe_ms_median": float(np.median(mapper.kf_ms)) if mapper and mapper.kf_ms else 0.0,
-        "loops_closed": len(system.loop_events),
-        "relocalisations": system.tracker.relocalizations,
-        "maps": system.n_maps,
-    }
-    if dense_result is not None:
-        stats |= {"dense_keyframes": dense_result.n_keyframes,
-                  "dense_vertices": dense_result.n_vertices,
-                  "dense_rebuilds": dense_result.rebuilds,
-                  "dense_integrate_ms_median": dense_result.integrate_ms_median,
-                  "dense_finish_s": dense_result.finish_s}
-    return RunResult(system.trajectory(), stats, ms, states,
-                     list(system.tracker.relocalized_frames), system.loop_events, dense_result)

@@ -9,8 +9,9 @@ from slam.config import load_config
 from slam.errors import SensorError
 from slam.eval.metrics import ate
 from slam.io.sources import LimitedSource
+from slam.replay import run_offline
 from slam.synthetic.source import make_synthetic_source
-from slam.system import SlamSystem, run_offline
+from slam.system import SlamSystem
 
 N_FRAMES = 150
 
@@ -131,13 +132,15 @@ def test_localisation_only_tracks_a_saved_map_without_changing_it(tmp_path) -> N
                 save_map=path)
     loaded = load_map(path, calibration=source.calibration, sensor="rgbd")
     version = loaded.map.version
-    xyz = loaded.map.store.xyz.copy()
+    pids = loaded.map.store.live_ids()
+    xyz = loaded.map.store.get("xyz", pids)
     res = run_offline(source, "rgbd", loaded.calibration, load_config(), progress=False,
                       initial_map=loaded.map, localization_only=True)
     assert res.stats["tracked_frames"] == res.stats["frames"]
     assert res.relocalized_frames[:1] == [0]  # the first frame finds its place
     assert loaded.map.version == version
-    assert np.array_equal(loaded.map.store.xyz, xyz)
+    assert np.array_equal(loaded.map.store.live_ids(), pids)
+    assert np.array_equal(loaded.map.store.get("xyz", pids), xyz)
     gt = source.ground_truth()
     assert gt is not None
     assert ate(gt, res.trajectory, "se3").rmse_m < 0.01

@@ -61,7 +61,7 @@ def _correct_neighbourhood(
         if pids:
             ids = np.asarray(pids, np.int64)
             M = sim3_inv(S_corr[k]) @ S_orig[k]
-            slam_map.store.xyz[ids] = _apply(M, slam_map.store.xyz[ids])
+            slam_map.store.set("xyz", ids, _apply(M, slam_map.store.get("xyz", ids)))
             done.update(pids)
             for p in pids:
                 slam_map.points[p].ref_kf_id = k
@@ -132,7 +132,7 @@ def _apply_optimised(
     for ref, pids in by_ref.items():
         ids = np.asarray(pids, np.int64)
         M = sim3_inv(S_opt[ref]) @ S_before[ref]
-        slam_map.store.xyz[ids] = _apply(M, slam_map.store.xyz[ids])
+        slam_map.store.set("xyz", ids, _apply(M, slam_map.store.get("xyz", ids)))
     for k, S in S_opt.items():
         slam_map.keyframes[k].T_cam_world = sim3_to_se3(S)[0]
     slam_map.update_normals_and_depths(list(slam_map.points))

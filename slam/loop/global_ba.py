@@ -63,8 +63,8 @@ def apply_global_ba(
         in_problem = np.zeros(0, np.int64)
         ids = np.asarray(lp.pids, np.int64)
         if len(ids):
-            alive = slam_map.store.alive[ids]
-            slam_map.store.xyz[ids[alive]] = xyz_opt[alive]
+            alive = slam_map.store.alive_mask(ids)
+            slam_map.store.set("xyz", ids[alive], xyz_opt[alive])
             in_problem = ids[alive]
         done = set(in_problem.tolist())
         by_ref: dict[int, list[int]] = {}
@@ -78,8 +78,8 @@ def apply_global_ba(
         for ref, pids in by_ref.items():
             M = se3_inv(T_new[ref]) @ T_old[ref]
             pid_arr = np.asarray(pids, np.int64)
-            xyz = slam_map.store.xyz[pid_arr]
-            slam_map.store.xyz[pid_arr] = xyz @ M[:3, :3].T + M[:3, 3]
+            xyz = slam_map.store.get("xyz", pid_arr)
+            slam_map.store.set("xyz", pid_arr, xyz @ M[:3, :3].T + M[:3, 3])
         for k, T in T_new.items():
             kf = slam_map.keyframes.get(k)
             if kf is not None and not kf.bad:

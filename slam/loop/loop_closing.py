@@ -9,7 +9,9 @@ global BA in the background, and finally adds the keyframe to the place database
 
 from __future__ import annotations
 
+import collections
 import logging
+import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -50,6 +52,8 @@ class LoopEvent:
 class LoopCloser(KeyframeWorker):
     """Loop detection and correction, in a thread of its own or inline."""
 
+    QUEUE_SIZE = 64  # keyframes waiting for loop detection
+
     def __init__(
         self, cfg: SlamConfig, slam_map: Map, recognizer: PlaceRecognizer,
         K: np.ndarray, bf: float, fix_scale: bool,
@@ -57,7 +61,7 @@ class LoopCloser(KeyframeWorker):
         on_corrected: Callable[[], None] = lambda: None,
         *, detect: bool = True, threaded: bool = True,
     ) -> None:
-        super().__init__("loop closing", 64, threaded)
+        super().__init__("loop closing", self.QUEUE_SIZE, threaded)
         self.cfg = cfg.loop
         self.map = slam_map
         self.recognizer = recognizer
@@ -77,7 +81,9 @@ class LoopCloser(KeyframeWorker):
                                               pause_mapping, on_corrected)
         self.descriptors: dict[int, PlaceDescriptor] = {}
         self.events: list[LoopEvent] = []
-        self.detect_ms: list[float] = []
+        self.detect_ms: collections.deque[float] = collections.deque(maxlen=10_000)
+        self._forget: list[int] = []
+        self._forget_lock = threading.Lock()
         self._last_loop_kf = -(10**9)
         self._rng = np.random.default_rng(0)
         self.start()
@@ -88,6 +94,7 @@ class LoopCloser(KeyframeWorker):
         super().flush(timeout)
         self.global_ba.wait()
         self.raise_if_failed()
+        self._drop_forgotten()  # idle now: nothing else touches the descriptors
 
     def stop(self) -> None:
         self.global_ba.abort()
@@ -99,6 +106,22 @@ class LoopCloser(KeyframeWorker):
         self.recognizer.clear()
         self.descriptors.clear()
         self.detector.reset()
+        with self._forget_lock:
+            self._forget.clear()
+
+    def forget(self, kf_ids: list[int]) -> None:
+        """Culled keyframes: dropped from place recognition before the next keyframe is
+        processed (from any thread)."""
+        if kf_ids:
+            with self._forget_lock:
+                self._forget.extend(kf_ids)
+
+    def _drop_forgotten(self) -> None:
+        with self._forget_lock:
+            ids, self._forget = self._forget, []
+        for kf_id in ids:
+            self.descriptors.pop(kf_id, None)
+            self.recognizer.erase(kf_id)
 
     # --- work -------------------------------------------------------------------
     def handle(self, kf_id: int) -> None:
@@ -106,6 +129,7 @@ class LoopCloser(KeyframeWorker):
 
     def process(self, kf_id: int) -> None:
         """Describe, detect, verify and correct for one keyframe; then index it."""
+        self._drop_forgotten()
         with self.map.lock:
             kf = self.map.keyframes.get(kf_id)
             if kf is None or kf.bad:

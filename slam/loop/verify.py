@@ -56,13 +56,13 @@ def _keyframe_points(slam_map: Map, kf: KeyFrame) -> tuple[NDArray[np.int64], ND
     with slam_map.lock:
         kp = np.flatnonzero(kf.point_ids >= 0)
         pids = kf.point_ids[kp].copy()
-        alive = slam_map.store.alive[pids]
+        alive = slam_map.store.alive_mask(pids)
     return kp[alive], pids[alive]
 
 
 def _to_cam(slam_map: Map, T_cam_world: NDArray[np.float64], pids: NDArray[np.int64]
             ) -> NDArray[np.float64]:
-    xyz = slam_map.store.xyz[pids]
+    xyz = slam_map.store.get("xyz", pids)
     return xyz @ T_cam_world[:3, :3].T + T_cam_world[:3, 3]
 
 
@@ -80,6 +80,9 @@ def _align(
     if len(i1) < p.min_matches:
         return None
     with slam_map.lock:
+        # Points erased since they were gathered (the lock was released) drop out.
+        both = slam_map.store.alive_mask(pid1[i1]) & slam_map.store.alive_mask(pid2[i2])
+        i1, i2 = i1[both], i2[both]
         T1, T2 = cur.T_cam_world.copy(), cand.T_cam_world.copy()
         x1 = _to_cam(slam_map, T1, pid1[i1])
         x2 = _to_cam(slam_map, T2, pid2[i2])

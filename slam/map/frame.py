@@ -93,6 +93,15 @@ class Frame:
         self.uv[rows] = uv
         self._grid = None
 
+    def released(self) -> Frame:
+        """This frame without its features and pixels (what a culled keyframe keeps):
+        id, timestamp, image size and pose, zero keypoints. The arrays are dropped, not
+        copied, so a culled keyframe costs a few hundred bytes instead of megabytes."""
+        pose = None if self.T_cam_world is None else self.T_cam_world.copy()
+        return Frame(self.id, self.timestamp, np.zeros((0, 2)), np.zeros(0, np.int32),
+                     np.zeros((0, 32), np.uint8), np.zeros(0), np.zeros(0), np.zeros(0),
+                     self.width, self.height, T_cam_world=pose)
+
     def has_depth(self) -> NDArray[np.bool_]:
         """Mask (N,) of keypoints with a depth measurement."""
         return self.depth_m > 0

@@ -15,6 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from slam.features.matching import distinctive_descriptor, distinctive_descriptors
+from slam.map.culled import HUSK_GRACE_CULLS, CulledKeyframes
 from slam.map.frame import Frame
 from slam.map.keyframe import KeyFrame
 from slam.map.map_point import MapPoint
@@ -69,6 +70,7 @@ class Map:
         self._next_pt = 0
         self.origin_kf_id = -1
         self.version = 0  # bumped by every structural change (for the viewer / BA)
+        self.culled = CulledKeyframes()
 
     def clear(self) -> None:
         """Forget every keyframe and point (a failed initialisation); ids keep growing."""
@@ -77,6 +79,7 @@ class Map:
             self.points.clear()
             self.store = PointStore()
             self.origin_kf_id = -1
+            self.culled.clear()
             self.version += 1
 
     # --- ids and insertion -------------------------------------------------
@@ -186,8 +189,9 @@ class Map:
             st = self.store
             ids = st.alive_ids(np.fromiter(pids, np.int64) if not isinstance(pids, np.ndarray)
                                else pids)
-            return PointArrays(ids, st.xyz[ids], st.desc[ids], st.normal[ids],
-                               st.min_dist[ids], st.max_dist[ids])
+            return PointArrays(ids, st.get("xyz", ids), st.get("desc", ids),
+                               st.get("normal", ids), st.get("min_dist", ids),
+                               st.get("max_dist", ids))
 
     def reference_observations(self, pids: NDArray[np.int64]) -> ReferenceObservations:
         """Where each of ``pids`` (N,) was seen in its reference keyframe; points that are
@@ -215,20 +219,18 @@ class Map:
                 sel = g == i
                 uv[sel] = kf.frame.uv[kp_arr[sel]]
             T = np.array([kf.T_cam_world for kf in kfs]).reshape(-1, 4, 4)
-            return ReferenceObservations(r, g, uv, self.store.xyz[pids[r]].copy(),
+            return ReferenceObservations(r, g, uv, self.store.get("xyz", pids[r]),
                                          list(slot), T, [kf.frame for kf in kfs])
 
     def count_visible(self, pids: NDArray[np.int64]) -> None:
         """Points that a frame should have seen (ORB-SLAM's IncreaseVisible)."""
         with self.lock:
-            ids = self.store.alive_ids(pids)
-            np.add.at(self.store.n_visible, ids, 1)
+            self.store.add("n_visible", self.store.alive_ids(pids), 1)
 
     def count_found(self, pids: NDArray[np.int64]) -> None:
         """Points that a frame matched (ORB-SLAM's IncreaseFound)."""
         with self.lock:
-            ids = self.store.alive_ids(pids)
-            np.add.at(self.store.n_found, ids, 1)
+            self.store.add("n_found", self.store.alive_ids(pids), 1)
 
     # --- point maintenance -------------------------------------------------
     def update_normal_and_depth(self, pid: int) -> None:
@@ -265,18 +267,18 @@ class Map:
             if not live:
                 return
             ids = np.array(live, np.int64)
-            xyz = self.store.xyz[ids]
+            xyz = self.store.get("xyz", ids)
             r = np.array(rows, np.int64)
             v = xyz[r] - np.array(obs_centers)
             v /= np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
             acc = np.zeros((len(ids), 3))
             np.add.at(acc, r, v)
             acc /= np.maximum(np.linalg.norm(acc, axis=1, keepdims=True), 1e-12)
-            self.store.normal[ids] = acc
+            self.store.set("normal", ids, acc)
             dist = np.linalg.norm(xyz - np.array(ref_centers), axis=1)
             dmax = dist * self.scale_factor ** np.array(ref_levels, np.float64)
-            self.store.max_dist[ids] = dmax
-            self.store.min_dist[ids] = dmax / self.scale_factor ** (self.n_levels - 1)
+            self.store.set("max_dist", ids, dmax)
+            self.store.set("min_dist", ids, dmax / self.scale_factor ** (self.n_levels - 1))
 
     def update_descriptor(self, pid: int) -> None:
         """Pick the observed descriptor with the least median distance to the others."""
@@ -287,8 +289,8 @@ class Map:
             descs = [self.keyframes[k].frame.descriptors[i] for k, i in mp.observations.items()
                      if k in self.keyframes and not self.keyframes[k].bad]
             if descs:
-                self.store.desc[pid] = descs[0] if len(descs) == 1 else distinctive_descriptor(
-                    np.array(descs))
+                best = descs[0] if len(descs) == 1 else distinctive_descriptor(np.array(descs))
+                self.store.set("desc", pid, best)
 
     def update_descriptors(self, pids: Iterable[int]) -> None:
         """:meth:`update_descriptor` for several points (unknown ids are skipped): the
@@ -323,7 +325,7 @@ class Map:
             offsets = np.zeros(len(ids) + 1, np.int64)
             np.cumsum(counts, out=offsets[1:])
             best = distinctive_descriptors(descs, offsets)
-            self.store.desc[np.array(ids, np.int64)] = descs[offsets[:-1] + best]
+            self.store.set("desc", np.array(ids, np.int64), descs[offsets[:-1] + best])
 
     def erase_observation(self, pid: int, kf_id: int) -> None:
         """Remove one observation; a point left with none is erased.
@@ -352,7 +354,7 @@ class Map:
             if mp is None:
                 return
             mp.bad = True
-            self.store.alive[pid] = False
+            self.store.kill(pid)
             for kid, idx in mp.observations.items():
                 kf = self.keyframes.get(kid)
                 if kf is not None and kf.frame.point_ids[idx] == pid:
@@ -380,7 +382,7 @@ class Map:
             mp_new.n_found += mp_old.n_found
             mp_old.observations.clear()
             mp_old.bad = True
-            self.store.alive[old] = False
+            self.store.kill(old)
             mp_old.replaced_by = new
             del self.points[old]
             self.update_descriptor(new)
@@ -438,7 +440,24 @@ class Map:
             if parent is not None:
                 parent.children.discard(kf_id)
                 kf.T_cam_parent = kf.T_cam_world @ parent.T_world_cam
+            self.culled.add(kf)  # from here on only its pose chain is needed
             self.version += 1
+
+    def release_culled(self) -> None:
+        """Strip the culled keyframes of a loaded map down to their pose chain."""
+        with self.lock:
+            self.culled.adopt(self.keyframes)
+
+    def n_culled(self) -> int:
+        """Culled keyframes still kept (for the poses of frames tracked against them)."""
+        with self.lock:
+            return len(self.culled)
+
+    def prune_culled(self, needed: Iterable[int], grace: int = HUSK_GRACE_CULLS) -> int:
+        """Drop the culled keyframes no pose needs (see :class:`CulledKeyframes`):
+        ``needed`` are the keyframe ids logged frames were tracked against."""
+        with self.lock:
+            return self.culled.prune(self.keyframes, needed, grace)
 
     def _reparent_children(self, kf: KeyFrame) -> None:
         """Give each child of ``kf`` the covisible candidate parent it shares most with."""

@@ -24,69 +24,78 @@ class MapPoint:
         self._s = store
         self.id = pid
         store.reserve(pid)
-        store.xyz[pid] = xyz_world
-        store.desc[pid] = descriptor
+        store.set("xyz", pid, xyz_world)
+        store.set("desc", pid, descriptor)
         self.ref_kf_id = ref_kf_id
         self.first_kf_id = first_kf_id
         self.observations: dict[int, int] = {}
         self.bad = False
         self.replaced_by = -1
 
+    @classmethod
+    def existing(cls, store: PointStore, pid: int, ref_kf_id: int, first_kf_id: int
+                 ) -> MapPoint:
+        """The object of a point whose row ``store`` already holds (a loaded map)."""
+        mp = cls.__new__(cls)
+        mp._s, mp.id, mp.ref_kf_id, mp.first_kf_id = store, pid, ref_kf_id, first_kf_id
+        mp.observations, mp.bad, mp.replaced_by = {}, False, -1
+        return mp
+
     @property
     def xyz_world(self) -> NDArray[np.float64]:
-        return self._s.xyz[self.id].copy()
+        return self._s.get_one("xyz", self.id)
 
     @xyz_world.setter
     def xyz_world(self, value: NDArray[np.float64]) -> None:
-        self._s.xyz[self.id] = value
+        self._s.set("xyz", self.id, value)
 
     @property
     def descriptor(self) -> NDArray[np.uint8]:
-        return self._s.desc[self.id].copy()
+        return self._s.get_one("desc", self.id)
 
     @descriptor.setter
     def descriptor(self, value: NDArray[np.uint8]) -> None:
-        self._s.desc[self.id] = value
+        self._s.set("desc", self.id, value)
 
     @property
     def normal(self) -> NDArray[np.float64]:
-        return self._s.normal[self.id].copy()
+        return self._s.get_one("normal", self.id)
 
     @normal.setter
     def normal(self, value: NDArray[np.float64]) -> None:
-        self._s.normal[self.id] = value
+        self._s.set("normal", self.id, value)
 
     @property
     def min_dist(self) -> float:
-        return float(self._s.min_dist[self.id])
+        return float(self._s.get_one("min_dist", self.id))
 
     @min_dist.setter
     def min_dist(self, value: float) -> None:
-        self._s.min_dist[self.id] = value
+        self._s.set("min_dist", self.id, value)
 
     @property
     def max_dist(self) -> float:
-        return float(self._s.max_dist[self.id])
+        return float(self._s.get_one("max_dist", self.id))
 
     @max_dist.setter
     def max_dist(self, value: float) -> None:
-        self._s.max_dist[self.id] = value
+        self._s.set("max_dist", self.id, value)
 
     @property
     def n_visible(self) -> int:
-        return int(self._s.n_visible[self.id])
+        return int(self._s.get_one("n_visible", self.id))
 
     @n_visible.setter
     def n_visible(self, value: int) -> None:
-        self._s.n_visible[self.id] = value
+        self._s.set("n_visible", self.id, value)
 
     @property
     def n_found(self) -> int:
-        return int(self._s.n_found[self.id])
+        return int(self._s.get_one("n_found", self.id))
 
     @n_found.setter
     def n_found(self, value: int) -> None:
-        self._s.n_found[self.id] = value
+        self._s.set("n_found", self.id, value)
 
     @property
     def found_ratio(self) -> float:

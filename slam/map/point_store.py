@@ -1,61 +1,195 @@
-"""Dense arrays behind the map points, indexed by point id.
+"""Dense arrays behind the map points, one row per point, rows sorted by point id.
 
 Tracking gathers positions, descriptors and scale ranges of thousands of points
-every frame; reading them from Python objects one by one costs milliseconds.
-The store keeps them in contiguous arrays (grown by doubling) so that a gather is
-one fancy-indexing operation. :class:`~slam.map.map_point.MapPoint` reads and
-writes its numeric fields here.
+every frame; reading them from Python objects one by one costs milliseconds. The
+store keeps them in contiguous arrays so that a gather is one ``searchsorted`` and
+one fancy-indexing operation. Point ids only grow (new points get new ids), so a new
+point is a new last row; an erased point's row is dropped when erased rows outnumber
+the live ones. Memory therefore follows the number of live points, not the number of
+points ever created (a service runs for days). :class:`~slam.map.map_point.MapPoint`
+reads and writes its numeric fields here.
+
+The arrays live in one table object that is replaced whole when rows move (growth,
+compaction), so a reader without the map lock sees one consistent table; writers hold
+the map lock.
 """
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 import numpy as np
 from numpy.typing import NDArray
 
+Field = Literal["xyz", "desc", "normal", "min_dist", "max_dist", "n_visible", "n_found"]
+_LAYOUT: dict[str, tuple[Any, tuple[int, ...]]] = {
+    "xyz": (np.float64, (3,)), "desc": (np.uint8, (32,)), "normal": (np.float64, (3,)),
+    "min_dist": (np.float64, ()), "max_dist": (np.float64, ()),
+    "n_visible": (np.int64, ()), "n_found": (np.int64, ()),
+}
+COMPACT_MIN_DEAD = 4096  # erased rows are dropped once there are this many and more than live
+
+
+class _Table:
+    """Rows ``[0, n)``: ``ids`` ascending, ``alive``, and one array per field."""
+
+    def __init__(self, capacity: int) -> None:
+        self.n = 0
+        self.ids = np.zeros(capacity, np.int64)
+        self.alive = np.zeros(capacity, bool)
+        self.cols = {name: np.zeros((capacity, *tail), dtype)
+                     for name, (dtype, tail) in _LAYOUT.items()}
+
+    def rows(self, ids: NDArray[np.int64]) -> NDArray[np.int64]:
+        """Row of each id, -1 where there is none."""
+        if self.n == 0:
+            return np.full(ids.shape, -1, np.int64)
+        r = np.searchsorted(self.ids[: self.n], ids)
+        r = np.minimum(r, self.n - 1)
+        return np.where(self.ids[r] == ids, r, -1)
+
 
 class PointStore:
-    """Per-point arrays: ``xyz`` (C, 3), ``desc`` (C, 32) uint8, ``normal`` (C, 3),
-    ``min_dist``/``max_dist`` (C,) metres, ``n_visible``/``n_found`` (C,), ``alive`` (C,)."""
+    """Per-point ``xyz`` (3,) metres, ``desc`` (32,) uint8, ``normal`` (3,),
+    ``min_dist``/``max_dist`` metres, ``n_visible``/``n_found`` counts, and whether the
+    point is alive, by point id."""
 
     def __init__(self, capacity: int = 4096) -> None:
-        self.capacity = 0
-        self.xyz = np.zeros((0, 3))
-        self.desc = np.zeros((0, 32), np.uint8)
-        self.normal = np.zeros((0, 3))
-        self.min_dist = np.zeros(0)
-        self.max_dist = np.zeros(0)
-        self.n_visible = np.zeros(0, np.int64)
-        self.n_found = np.zeros(0, np.int64)
-        self.alive = np.zeros(0, bool)
-        self._grow(capacity)
+        self._t = _Table(max(1, capacity))
+        self._dead = 0
 
-    def _grow(self, capacity: int) -> None:
-        def grown(a: NDArray, fill: object = 0) -> NDArray:  # type: ignore[type-arg]
-            out = np.full((capacity, *a.shape[1:]), fill, dtype=a.dtype)
-            out[: len(a)] = a
-            return out
+    @property
+    def capacity(self) -> int:
+        """Rows allocated now (grows and shrinks with the live points)."""
+        return len(self._t.ids)
 
-        self.xyz = grown(self.xyz)
-        self.desc = grown(self.desc)
-        self.normal = grown(self.normal)
-        self.min_dist = grown(self.min_dist)
-        self.max_dist = grown(self.max_dist)
-        self.n_visible = grown(self.n_visible)
-        self.n_found = grown(self.n_found)
-        self.alive = grown(self.alive, False)
-        self.capacity = capacity
+    def __len__(self) -> int:
+        """Rows in use (live points and erased ones not yet dropped)."""
+        return self._t.n
 
-    def reserve(self, pid: int) -> None:
-        """Make room for id ``pid`` and mark it alive."""
-        if pid >= self.capacity:
-            self._grow(max(2 * self.capacity, pid + 1))
-        self.alive[pid] = True
-        self.n_visible[pid] = 1
-        self.n_found[pid] = 1
+    # --- lookups ---------------------------------------------------------------
+    def rows(self, ids: NDArray[np.int64]) -> NDArray[np.int64]:
+        """Rows (N,) of ``ids`` (N,) in the current table, -1 where unknown."""
+        return self._t.rows(np.asarray(ids, np.int64))
+
+    def alive_mask(self, ids: NDArray[np.int64]) -> NDArray[np.bool_]:
+        """(N,) whether each id names a live point (False for -1 and unknown ids)."""
+        t = self._t
+        r = t.rows(np.asarray(ids, np.int64))
+        return (r >= 0) & t.alive[np.maximum(r, 0)]
 
     def alive_ids(self, ids: NDArray[np.int64]) -> NDArray[np.int64]:
         """The ids (in order) that name live points."""
         ids = np.asarray(ids, np.int64)
-        ok = (ids >= 0) & (ids < self.capacity)
-        ids = ids[ok]
-        return ids[self.alive[ids]]
+        return ids[self.alive_mask(ids)]
+
+    def live_ids(self) -> NDArray[np.int64]:
+        """Every live point id, ascending."""
+        t = self._t
+        return t.ids[: t.n][t.alive[: t.n]].copy()
+
+    def get(self, name: Field, ids: NDArray[np.int64]) -> NDArray[Any]:
+        """Values (N, ...) of field ``name`` for ``ids`` (N,); KeyError for an unknown id."""
+        t = self._t
+        r = self._known(t, ids)
+        return t.cols[name][r]
+
+    def get_one(self, name: Field, pid: int) -> Any:
+        """The value of field ``name`` of one point (a copy)."""
+        t = self._t
+        return t.cols[name][int(self._known(t, np.array([pid]))[0])].copy()
+
+    def set(self, name: Field, ids: NDArray[np.int64] | int, values: Any) -> None:
+        """Write field ``name`` of ``ids`` (call with the map lock held)."""
+        t = self._t
+        t.cols[name][self._known(t, np.atleast_1d(ids))] = values
+
+    def add(self, name: Field, ids: NDArray[np.int64], delta: int) -> None:
+        """Add ``delta`` to a count field for each of ``ids`` (repeats add repeatedly)."""
+        t = self._t
+        np.add.at(t.cols[name], self._known(t, ids), delta)
+
+    @staticmethod
+    def _known(t: _Table, ids: Any) -> NDArray[np.int64]:
+        r = t.rows(np.asarray(ids, np.int64).reshape(-1))
+        if np.any(r < 0):
+            bad = np.asarray(ids).reshape(-1)[r < 0]
+            raise KeyError(f"no map point with id {int(bad[0])}")
+        return r
+
+    # --- life cycle --------------------------------------------------------------
+    def reserve(self, pid: int) -> None:
+        """Add point ``pid`` (alive, seen and found once); ids normally come in
+        increasing order (a new last row), others are inserted."""
+        t = self._t
+        if t.n and pid <= t.ids[t.n - 1]:
+            self._insert(pid)
+            return
+        if t.n == len(t.ids):
+            t = self._resized(2 * t.n)
+        row = t.n
+        t.ids[row], t.alive[row] = pid, True
+        for name, col in t.cols.items():
+            col[row] = 1 if name in ("n_visible", "n_found") else 0
+        t.n += 1
+
+    def _insert(self, pid: int) -> None:
+        t = self._t
+        if t.rows(np.array([pid]))[0] >= 0:
+            raise ValueError(f"map point {pid} exists already")
+        new = _Table(max(2 * (t.n + 1), 16))
+        at = int(np.searchsorted(t.ids[: t.n], pid))
+        new.n = t.n + 1
+        for dst, src, fill in ((new.ids, t.ids, pid), (new.alive, t.alive, True),
+                               *((new.cols[k], t.cols[k], 1 if k[0] == "n" else 0)
+                                 for k in _LAYOUT)):
+            dst[:at], dst[at], dst[at + 1: new.n] = src[:at], fill, src[at: t.n]
+        self._t = new
+
+    def load(self, ids: NDArray[np.int64], alive: NDArray[np.bool_],
+             values: dict[Field, NDArray[Any]]) -> None:
+        """Replace the contents by points ``ids`` (N,) (unique, any order) with their
+        ``alive`` flags and field values (N, ...) (missing fields: zeros)."""
+        ids = np.asarray(ids, np.int64)
+        order = np.argsort(ids, kind="stable")
+        if len(ids) and np.any(np.diff(ids[order]) == 0):
+            raise ValueError("map point ids must be unique")
+        new = _Table(max(2 * len(ids), 1024))
+        new.n = len(ids)
+        new.ids[: new.n], new.alive[: new.n] = ids[order], np.asarray(alive, bool)[order]
+        for name, col in values.items():
+            new.cols[name][: new.n] = np.asarray(col)[order]
+        self._t = new
+        self._dead = int(new.n - np.count_nonzero(new.alive[: new.n]))
+
+    def kill(self, pid: int) -> None:
+        """Mark point ``pid`` erased; its row goes when enough rows are erased."""
+        t = self._t
+        r = t.rows(np.array([pid]))[0]
+        if r < 0 or not t.alive[r]:
+            return
+        t.alive[r] = False
+        self._dead += 1
+        if self._dead >= COMPACT_MIN_DEAD and self._dead > t.n - self._dead:
+            self.compact()
+
+    def compact(self) -> None:
+        """Drop the rows of erased points (ids of erased points are unknown after)."""
+        t = self._t
+        keep = np.flatnonzero(t.alive[: t.n])
+        new = _Table(max(2 * len(keep), 1024))
+        new.n = len(keep)
+        new.ids[: new.n], new.alive[: new.n] = t.ids[keep], True
+        for k in _LAYOUT:
+            new.cols[k][: new.n] = t.cols[k][keep]
+        self._t, self._dead = new, 0
+
+    def _resized(self, capacity: int) -> _Table:
+        t = self._t
+        new = _Table(max(capacity, 1))
+        new.n = t.n
+        new.ids[: t.n], new.alive[: t.n] = t.ids[: t.n], t.alive[: t.n]
+        for k in _LAYOUT:
+            new.cols[k][: t.n] = t.cols[k][: t.n]
+        self._t = new
+        return new

@@ -72,7 +72,7 @@ def build_problem(
             ur.append(f.u_right[kp])
             w.append(f.inv_sigma2[kp])
         T = np.array([slam_map.keyframes[k].T_cam_world for k in kf_ids])
-        xyz = slam_map.store.xyz[pids].copy()
+        xyz = slam_map.store.get("xyz", pids)
     o_cam, o_pt = np.concatenate(obs_cam), np.concatenate(obs_pt)
     if len(o_cam) == 0:
         return None
@@ -163,6 +163,6 @@ def _write_back(
             if kf is not None and not kf.bad and not fixed[i]:
                 kf.T_cam_world = T[i].copy()
         ids = np.asarray(lp.pids, np.int64)
-        alive = slam_map.store.alive[ids]
-        slam_map.store.xyz[ids[alive]] = xyz[alive]
+        alive = slam_map.store.alive_mask(ids)
+        slam_map.store.set("xyz", ids[alive], xyz[alive])
         slam_map.update_normals_and_depths(ids[alive].tolist())

@@ -6,11 +6,13 @@ points with its neighbours, fuses duplicates, runs local bundle adjustment
 (Numba, GIL released) and culls redundant keyframes. A newly submitted keyframe
 sets the abort flag so that a running BA yields. Each keyframe is processed under
 ``work_lock``, which loop closing holds (:meth:`LocalMapper.paused`) while it corrects
-the map; finished keyframes go on to ``on_done`` (the loop closer).
+the map; finished keyframes go on to ``on_done`` (the loop closer) with the ids of the
+keyframes culled meanwhile, so that place recognition forgets them.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 import time
@@ -29,6 +31,8 @@ from slam.worker import KeyframeWorker
 
 log = logging.getLogger(__name__)
 
+TIMINGS_KEPT = 10_000  # per-keyframe timings kept for the statistics (the newest)
+
 
 class LocalMapper(KeyframeWorker):
     """Processes keyframes, in a thread of its own or inline (``threaded=False``)."""
@@ -36,7 +40,7 @@ class LocalMapper(KeyframeWorker):
     def __init__(
         self, cfg: SlamConfig, calib: Calibration, sensor: Sensor, slam_map: Map,
         scale_factors: np.ndarray, threaded: bool = True,
-        on_done: Callable[[int], None] | None = None,
+        on_done: Callable[[int, list[int]], None] | None = None,
     ) -> None:
         super().__init__("local mapping", cfg.mapping.queue_size, threaded)
         self.cfg = cfg.mapping
@@ -52,8 +56,8 @@ class LocalMapper(KeyframeWorker):
         self._points_ready = threading.Event()
         self._points_ready.set()
         self._recent: list[int] = []
-        self.ba_ms: list[float] = []
-        self.kf_ms: list[float] = []
+        self.ba_ms: collections.deque[float] = collections.deque(maxlen=TIMINGS_KEPT)
+        self.kf_ms: collections.deque[float] = collections.deque(maxlen=TIMINGS_KEPT)
         self.work_lock = threading.RLock()
         self.on_done = on_done
         self.start()
@@ -90,12 +94,12 @@ class LocalMapper(KeyframeWorker):
     def _process_and_hand_over(self, kf_id: int) -> None:
         with self.work_lock:
             self.abort_flag[0] = 0
-            self.process(kf_id)
+            culled = self.process(kf_id)
         if self.on_done is not None:
-            self.on_done(kf_id)
+            self.on_done(kf_id, culled)
 
-    def process(self, kf_id: int) -> None:
-        """All local-mapping steps for one keyframe."""
+    def process(self, kf_id: int) -> list[int]:
+        """All local-mapping steps for one keyframe; returns the keyframes culled."""
         t0 = time.perf_counter()
         self._link_keyframe(kf_id)
         min_obs = 3 if self.sensor == "mono" else 2
@@ -108,15 +112,21 @@ class LocalMapper(KeyframeWorker):
         finally:
             if self.queue.empty():
                 self._points_ready.set()
-        if self.queue.empty() and self.map.n_keyframes() > 2:
-            lp = build_local_problem(self.map, kf_id, self.K, self.bf, self.cfg.local_ba_keyframes)
-            if lp is not None:
-                tb = time.perf_counter()
-                if run_local_ba(self.map, lp, self.abort_flag, self.cfg.local_ba_iterations):
-                    self.ba_ms.append((time.perf_counter() - tb) * 1e3)
-            cull_keyframes(self.map, kf_id, self.cfg.cull_redundant_ratio,
-                           self.close_depth if self.sensor != "mono" else None)
+        culled: list[int] = []
+        if self.map.n_keyframes() > 2:
+            if self.queue.empty():  # BA only when no newer keyframe waits (ORB-SLAM's rule)
+                lp = build_local_problem(self.map, kf_id, self.K, self.bf,
+                                         self.cfg.local_ba_keyframes)
+                if lp is not None:
+                    tb = time.perf_counter()
+                    if run_local_ba(self.map, lp, self.abort_flag, self.cfg.local_ba_iterations):
+                        self.ba_ms.append((time.perf_counter() - tb) * 1e3)
+            # Culling always: a mapper that never catches up (a live camera faster than
+            # mapping) would otherwise keep every keyframe and grow without bound.
+            culled = cull_keyframes(self.map, kf_id, self.cfg.cull_redundant_ratio,
+                                    self.close_depth if self.sensor != "mono" else None)
         self.kf_ms.append((time.perf_counter() - t0) * 1e3)
+        return culled
 
     def _link_keyframe(self, kf_id: int) -> None:
         with self.map.lock:

@@ -135,3 +135,7 @@ class LearnedPlaceRecognizer(PlaceRecognizer):
     def __len__(self) -> int:
         with self._lock:
             return len(self._vectors)
+
+    def __contains__(self, kf_id: object) -> bool:
+        with self._lock:
+            return kf_id in self._vectors

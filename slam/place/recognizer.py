@@ -73,6 +73,10 @@ class PlaceRecognizer(ABC):
     def __len__(self) -> int:
         """Number of indexed keyframes."""
 
+    @abstractmethod
+    def __contains__(self, kf_id: object) -> bool:
+        """Whether keyframe ``kf_id`` is indexed."""
+
 
 @dataclass(frozen=True, eq=False)
 class BowPlaceDescriptor(PlaceDescriptor):
@@ -126,6 +130,9 @@ class BowPlaceRecognizer(PlaceRecognizer):
 
     def __len__(self) -> int:
         return len(self.database)
+
+    def __contains__(self, kf_id: object) -> bool:
+        return kf_id in self.database
 
 
 def default_vocabulary_path() -> Path:

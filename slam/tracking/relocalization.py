@@ -26,19 +26,21 @@ log = logging.getLogger(__name__)
 
 def _candidate_matches(
     slam_map: Map, kf_id: int, frame: Frame
-) -> tuple[NDArray[np.int64], NDArray[np.int64]] | None:
-    """(frame keypoint indices, map point ids) matched from keyframe ``kf_id``."""
+) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64]] | None:
+    """(frame keypoint indices, map point ids, their positions (M, 3)) matched from
+    keyframe ``kf_id``."""
     with slam_map.lock:
         kf = slam_map.keyframes.get(kf_id)
         if kf is None or kf.bad:
             return None
         kp = np.flatnonzero(kf.point_ids >= 0)
         pids = kf.point_ids[kp].copy()
-        alive = slam_map.store.alive[pids]
+        alive = slam_map.store.alive_mask(pids)
         kp, pids = kp[alive], pids[alive]
         desc = kf.frame.descriptors[kp]
+        xyz = slam_map.store.get("xyz", pids)
     i1, i2 = match_ratio(desc, frame.descriptors, ratio=0.75, th=64)
-    return i2, pids[i1]
+    return i2, pids[i1], xyz[i1]
 
 
 def _project_neighbourhood(
@@ -81,8 +83,7 @@ def relocalize(
         found = _candidate_matches(slam_map, kf_id, frame)
         if found is None or len(found[0]) < 15:
             continue
-        kp, pids = found
-        xyz = slam_map.store.xyz[pids]
+        kp, pids, xyz = found
         res = solve_pnp_ransac(xyz, frame.uv[kp], K)
         if res is None or int(res.inliers.sum()) < 10:
             continue

@@ -29,6 +29,7 @@ from slam.optim.pose_only import optimize_pose
 from slam.place.recognizer import PlaceRecognizer
 from slam.tracking.frontend import FrameBuilder
 from slam.tracking.initializer import MonocularInitializer, add_depth_points, initialize_from_depth
+from slam.tracking.keyframe_policy import KeyframeEvidence, KeyframePolicy
 from slam.tracking.projection import match_projected, project_into
 from slam.tracking.relocalization import relocalize
 from slam.tracking.state import TrackResult, TrackState
@@ -74,6 +75,7 @@ class Tracker:
                                         self.tcfg.subpixel_max_shift)
                         if self.subpixel != "off" else None)
         self.close_depth = calib.max_close_depth_m or 3.0
+        self.keyframes = KeyframePolicy(self.tcfg, sensor)
         self.state = TrackState.INITIALIZING
         self.mono_init: MonocularInitializer | None = None
         if sensor == "mono":
@@ -429,43 +431,50 @@ class Tracker:
 
     # --------------------------------------------------------------- keyframes
     def _need_keyframe(self, frame: Frame) -> bool:
-        n_kfs = self.map.n_keyframes()
-        since = frame.id - self.last_kf_frame_id
-        max_frames = self.tcfg.keyframe_max_frames
-        # ORB-SLAM counts a stereo observation twice; we count keyframes.
-        min_obs = (2 if n_kfs <= 2 else 3) if self.sensor == "mono" else (1 if n_kfs <= 2 else 2)
-        assert self.ref_kf is not None
-        obs_counts = self.map.observation_counts(self.ref_kf.id)
-        n_ref = int(np.count_nonzero(obs_counts >= min_obs))
-        # Offline replays decide as if mapping kept up, and wait for it when it has not.
-        idle = self.tcfg.wait_for_mapping or self.mapping.is_idle()
-        need_close = False
-        if self.sensor != "mono":
-            close = (frame.depth_m > 0) & (frame.depth_m < self.close_depth)
-            tracked_close = int(np.count_nonzero(close & (frame.point_ids >= 0)))
-            untracked_close = int(np.count_nonzero(close & (frame.point_ids < 0)))
-            need_close = tracked_close < 100 and untracked_close > 70
-        ratio = 0.4 if n_kfs < 2 else (0.9 if self.sensor == "mono" else 0.75)
-        c1a = since >= max_frames
-        c1b = since >= self.tcfg.keyframe_min_frames and idle
-        c1c = self.sensor != "mono" and (self.n_inliers < 0.25 * n_ref or need_close)
-        # Stereo/RGB-D points are born in one keyframe, so few are multiply observed
-        # when the camera turns fast and ORB-SLAM's rule alone leaves the keyframes
-        # too far apart (40 degrees on the synthetic loop): also ask for one when
-        # fewer than ``keyframe_overlap_ratio`` of the reference's points are tracked.
-        low_overlap = False
-        if self.sensor != "mono" and n_kfs >= 2 and self.tcfg.keyframe_overlap_ratio > 0:
-            low_overlap = self.n_inliers < self.tcfg.keyframe_overlap_ratio * len(obs_counts)
-        c2 = (self.n_inliers < ratio * n_ref or need_close or low_overlap) and self.n_inliers > 15
-        if not ((c1a or c1b or c1c) and c2):
+        """Whether ``frame`` becomes a keyframe: the policy's rules, then the revisit rule,
+        then local mapping's state (offline replays wait for it; live sources insert when
+        it is idle, or, for stereo/RGB-D, when only a few keyframes wait)."""
+        if not self.keyframes.wanted(self._keyframe_evidence(frame)) or self._revisits(frame):
             return False
         if self.tcfg.wait_for_mapping:
             self.mapping.wait_idle()
             return True
-        if idle:
+        if self.mapping.is_idle():
             return True
         self.mapping.interrupt()
-        return self.sensor != "mono" and self.mapping.queue_depth() < 3
+        return (self.sensor != "mono"
+                and self.mapping.queue_depth() < self.tcfg.keyframe_max_mapping_queue)
+
+    def _keyframe_evidence(self, frame: Frame) -> KeyframeEvidence:
+        n_kfs = self.map.n_keyframes()
+        # ORB-SLAM counts a stereo observation twice; we count keyframes.
+        min_obs = (2 if n_kfs <= 2 else 3) if self.sensor == "mono" else (1 if n_kfs <= 2 else 2)
+        assert self.ref_kf is not None
+        obs_counts = self.map.observation_counts(self.ref_kf.id)
+        tracked_close = untracked_close = 0
+        if self.sensor != "mono":
+            close = (frame.depth_m > 0) & (frame.depth_m < self.close_depth)
+            tracked_close = int(np.count_nonzero(close & (frame.point_ids >= 0)))
+            untracked_close = int(np.count_nonzero(close & (frame.point_ids < 0)))
+        return KeyframeEvidence(
+            frames_since=frame.id - self.last_kf_frame_id, n_keyframes=n_kfs,
+            n_inliers=self.n_inliers, n_ref_tracked=int(np.count_nonzero(obs_counts >= min_obs)),
+            n_ref_points=len(obs_counts), tracked_close=tracked_close,
+            untracked_close=untracked_close,
+            # Offline replays decide as if mapping kept up, and wait for it when it has not.
+            mapping_idle=self.tcfg.wait_for_mapping or self.mapping.is_idle())
+
+    def _revisits(self, frame: Frame) -> bool:
+        """The revisit rule (:meth:`KeyframePolicy.revisits`) against every keyframe."""
+        T = frame.T_cam_world
+        if not self.keyframes.revisit_rule_on or T is None:
+            return False
+        pts = self.map.point_arrays(frame.point_ids[frame.point_ids >= 0])
+        z = pts.xyz_world @ T[2, :3] + T[2, 3]
+        with self.map.lock:
+            poses = [kf.T_cam_world for kf in self.map.keyframes.values() if not kf.bad]
+        depth = float(np.median(z[z > 0])) if np.any(z > 0) else 0.0
+        return self.keyframes.revisits(T, np.array(poses).reshape(-1, 4, 4), depth)
 
     def _maybe_insert_keyframe(self, frame: Frame, image: NDArray[np.uint8]) -> bool:
         if self.localization_only or not self._need_keyframe(frame):

@@ -12,7 +12,7 @@ from slam.config import load_config
 from slam.eval.metrics import ate
 from slam.io.sources import SkippedSpanSource, open_source
 from slam.map.persistence import load_map
-from slam.system import run_offline
+from slam.replay import run_offline
 
 pytestmark = pytest.mark.slow
 
@@ -57,7 +57,7 @@ def test_saved_map_serves_a_localisation_only_replay(
     ate_mapping = ate(gt, mapping.trajectory, "se3").rmse_m
     loaded = load_map(map_file, calibration=source.calibration, sensor="rgbd")
     n_kf, n_pts = loaded.map.n_keyframes(), loaded.map.n_points()
-    xyz = loaded.map.store.xyz[sorted(loaded.map.points)].copy()
+    xyz = loaded.map.store.get("xyz", np.array(sorted(loaded.map.points)))
     source = open_source(uri, "rgbd")
     loc = run_offline(source, "rgbd", loaded.calibration, load_config(), progress=False,
                       initial_map=loaded.map, localization_only=True)
@@ -66,4 +66,4 @@ def test_saved_map_serves_a_localisation_only_replay(
     assert abs(ate_loc - ate_mapping) <= 0.10 * ate_mapping
     # The map was used, not changed.
     assert loaded.map.n_keyframes() == n_kf and loaded.map.n_points() == n_pts
-    assert np.array_equal(loaded.map.store.xyz[sorted(loaded.map.points)], xyz)
+    assert np.array_equal(loaded.map.store.get("xyz", np.array(sorted(loaded.map.points))), xyz)

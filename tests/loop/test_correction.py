@@ -26,7 +26,7 @@ def _reprojection_rms(m: Map) -> float:
     errs = []
     for kf in m.good_keyframes():
         idx = np.flatnonzero(kf.point_ids >= 0)
-        xyz = m.store.xyz[kf.point_ids[idx]]
+        xyz = m.store.get("xyz", kf.point_ids[idx])
         uv, _ = project(K_SMALL, kf.T_cam_world, xyz)
         errs.append(np.linalg.norm(uv - kf.frame.uv[idx], axis=1))
     return float(np.sqrt(np.mean(np.concatenate(errs) ** 2)))
@@ -39,7 +39,7 @@ def _loop_match(m: Map, gt: list[Array], cur: int, loop: int) -> LoopMatch:
     loop_pids = m.point_ids_of([loop, *loop_kf.best_covisible(10)])
     cur_kf = m.keyframes[cur]
     # Exact matches: the keypoint of ``cur`` nearest to each loop point's true projection.
-    uv, z = project(K_SMALL, gt[cur], m.store.xyz[loop_pids])
+    uv, z = project(K_SMALL, gt[cur], m.store.get("xyz", loop_pids))
     matches = {}
     for p, u, depth in zip(loop_pids, uv, z):
         if depth <= 0:

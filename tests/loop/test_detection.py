@@ -49,6 +49,9 @@ class ScriptedRecognizer(PlaceRecognizer):
     def __len__(self) -> int:
         return 0
 
+    def __contains__(self, kf_id: object) -> bool:
+        return False
+
 
 def _map(n: int) -> Map:
     """``n`` keyframes in a chain: each covisible with its neighbours."""

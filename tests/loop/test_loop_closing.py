@@ -18,8 +18,8 @@ import pytest
 
 from slam.config import load_config
 from slam.eval.metrics import ate
+from slam.replay import RunResult, run_offline
 from slam.synthetic.source import make_synthetic_source
-from slam.system import RunResult, run_offline
 
 LAPS = 2.0
 REVISIT_S = 10.0  # the first frame of the second lap repeats the pose of frame 0

@@ -340,6 +340,55 @@ def test_erase_chain_keeps_a_tree() -> None:
     assert [kf.id for kf in m.good_keyframes()] == [0, 3, 5]
 
 
+def _culled_chain() -> tuple[Map, list[KeyFrame], dict[int, np.ndarray]]:
+    """A chain of 6 keyframes with 2, 4 and 1 culled; their poses before culling."""
+    m, kfs = _map_with_keyframes(6, seed=4)
+    for a in range(5):
+        _share(m, kfs[a:a + 2], 20, start=20 * a)
+    for kf in kfs:
+        m.update_connections(kf.id)
+    poses = {k: m.keyframe_pose(k) for k in (1, 2, 4)}
+    for k in (2, 4, 1):
+        m.erase_keyframe(k)
+    return m, kfs, poses
+
+
+def test_a_culled_keyframe_keeps_only_its_pose_chain() -> None:
+    m, kfs, poses = _culled_chain()
+    for k in (1, 2, 4):
+        f = kfs[k].frame
+        assert len(f) == 0 and f.color is None and f.image is None and f.depth_image is None
+        assert f.width == 320 and f.timestamp == kfs[k].timestamp
+        assert not kfs[k].covisible and not kfs[k].ordered_covisible
+        np.testing.assert_allclose(m.keyframe_pose(k), poses[k], atol=1e-9)
+    assert m.n_culled() == 3
+
+
+def test_pruning_keeps_the_chains_poses_need_and_waits_its_grace() -> None:
+    m, kfs, poses = _culled_chain()
+    assert m.prune_culled([], grace=4) == 0  # culled too recently
+    # Keyframe 2 hangs from 1 (culled later), so a pose on 2 needs 1 as well.
+    assert kfs[2].parent_id == 1
+    assert m.prune_culled([2], grace=0) == 1
+    assert sorted(m.keyframes) == [0, 1, 2, 3, 5]
+    np.testing.assert_allclose(m.keyframe_pose(2), poses[2], atol=1e-9)
+    assert m.prune_culled([], grace=0) == 2 and m.n_culled() == 0
+    assert sorted(m.keyframes) == [0, 3, 5]
+    _check_tree(m)
+
+
+def test_a_loaded_maps_culled_keyframes_are_released() -> None:
+    m, kfs = _map_with_keyframes(3)
+    _share(m, kfs, 20)
+    for kf in kfs:
+        m.update_connections(kf.id)
+    kfs[1].bad = True  # as a map file of an older version would hold it
+    kfs[1].T_cam_parent = np.eye(4)
+    m.release_culled()
+    assert len(kfs[1].frame) == 0 and m.n_culled() == 1
+    assert m.prune_culled([]) == 1  # old enough to go at once
+
+
 def test_n_tracked_points_counts_observations() -> None:
     m, kfs = _map_with_keyframes(3)
     _share(m, kfs, 4, start=0)

@@ -174,7 +174,7 @@ def test_replies_from_the_tracking_thread_reach_the_right_client(
     while got < 2:
         job = queue.get(5.0)
         assert job is not None and job.sender in (b"A", b"B")
-        assert job.frame.image.shape == (H, W)
+        assert job.sensor_frame().image.shape == (H, W)
         channel.send_multipart([*job.envelope, reply_body(job.client_seq or 0, True)])
         got += 1
     assert _recv(a)["seq"] == 10 and _recv(b)["seq"] == 20

@@ -53,8 +53,9 @@ def test_map_diffs_report_added_moved_and_removed_points() -> None:
     assert np.all(first.added_rgb == [200, 0, 10])  # the keyframe colour, as RGB
     assert differ.diff(m) is None  # nothing changed
 
-    m.store.xyz[1] += [0.0, 0.0, 0.002]  # below the threshold
-    m.store.xyz[2] += [0.0, 0.1, 0.0]
+    # Point 1 moves below the threshold, point 2 above it.
+    m.store.set("xyz", 1, m.store.get_one("xyz", 1) + np.array([0.0, 0.0, 0.002]))
+    m.store.set("xyz", 2, m.store.get_one("xyz", 2) + np.array([0.0, 0.1, 0.0]))
     m.erase_point(3)
     m.add_point(np.array([9.0, 9.0, 9.0]), kf, 7)
     update = differ.diff(m)

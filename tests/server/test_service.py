@@ -133,8 +133,8 @@ def test_snapshot_matches_the_published_map_keyframes_and_trajectory(ctx: zmq.Co
         assert np.array_equal(np.array([rebuilt[i] for i in ids.tolist()]), xyz)
         # ... and agree with the map within the publishing threshold.
         store = svc._system.map.store
-        assert np.all(store.alive[ids])
-        assert np.abs(store.xyz[ids] - xyz).max() <= 0.0051
+        assert np.all(store.alive_mask(ids))
+        assert np.abs(store.get("xyz", ids) - xyz).max() <= 0.0051
 
         # Keyframes: every keyframe of the snapshot was announced on the keyframe topic.
         announced = {k["id"] for k in sub.of("keyframe") if not k["moved"]}
@@ -273,7 +273,7 @@ def test_frames_pushed_faster_than_tracked_are_dropped_oldest_first(ctx: zmq.Con
 def test_pause_save_reset_load_and_shutdown(ctx: zmq.Context[Any], tmp_path: Path) -> None:
     frames, calibration, gt = synthetic_run()
     truth = relative_truth(gt)
-    svc = start_service(ListSource(frames, calibration), paused=True)
+    svc = start_service(ListSource(frames, calibration), paused=True, map_dir=tmp_path)
     try:
         cmd = svc.endpoints["cmd"]
         sub = Subscriber(ctx, svc.endpoints["pub"])
@@ -287,9 +287,16 @@ def test_pause_save_reset_load_and_shutdown(ctx: zmq.Context[Any], tmp_path: Pat
         after = request(ctx, cmd, {"cmd": "stats"})
         assert before and after and before["frames"] == after["frames"] and after["paused"]
 
-        path = tmp_path / "room.map"
-        saved = request(ctx, cmd, {"cmd": "save_map", "path": str(path)})
-        assert saved and saved["ok"] and saved["bytes"] == path.stat().st_size > 0
+        saved = request(ctx, cmd, {"cmd": "save_map", "name": "room"})
+        assert saved == {"v": 1, "ok": True, "name": "room", "state": "saving"}
+
+        def save_done(s: Subscriber) -> bool:
+            st = request(ctx, cmd, {"cmd": "stats"}) or {}
+            return st.get("map_save", {}).get("state") == "saved"
+
+        assert sub.collect(save_done, 60.0)
+        st = request(ctx, cmd, {"cmd": "stats"})
+        assert st and st["map_save"]["bytes"] == (tmp_path / "room.map").stat().st_size > 0
         n_kf = after["keyframes"]
 
         assert request(ctx, cmd, {"cmd": "reset"})["ok"]  # type: ignore[index]
@@ -297,9 +304,9 @@ def test_pause_save_reset_load_and_shutdown(ctx: zmq.Context[Any], tmp_path: Pat
         assert empty and empty["keyframes"] == 0 and empty["map_points"] == 0
         assert sub.collect(lambda s: any(m["reset"] for m in s.of("map")), 2.0)
 
-        missing = request(ctx, cmd, {"cmd": "load_map", "path": str(tmp_path / "nope.map")})
-        assert missing and missing["ok"] is False and "nope.map" in missing["error"]
-        loaded = request(ctx, cmd, {"cmd": "load_map", "path": str(path)})
+        missing = request(ctx, cmd, {"cmd": "load_map", "name": "nope"})
+        assert missing and missing["error"] == "load_map failed: no map named 'nope'"
+        loaded = request(ctx, cmd, {"cmd": "load_map", "name": "room"})
         assert loaded and loaded["ok"] and loaded["keyframes"] == n_kf
 
         n_before = len(sub.of("pose"))

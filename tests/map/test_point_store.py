@@ -1,0 +1,79 @@
+"""The point store: arrays by point id whose size follows the live points."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from slam.map.point_store import COMPACT_MIN_DEAD, PointStore
+
+
+def _store(ids: list[int]) -> PointStore:
+    st = PointStore(capacity=4)
+    for pid in ids:
+        st.reserve(pid)
+        st.set("xyz", pid, [pid, 2.0 * pid, -pid])
+    return st
+
+
+def test_values_are_found_by_id_whatever_the_rows() -> None:
+    st = _store([3, 10, 11, 40, 41, 42])
+    ids = np.array([42, 3, 11])
+    np.testing.assert_array_equal(st.get("xyz", ids)[:, 0], [42, 3, 11])
+    assert st.rows(np.array([3, 4, -1, 99])).tolist()[1:] == [-1, -1, -1]
+    assert st.alive_mask(np.array([-1, 3, 4, 42])).tolist() == [False, True, False, True]
+    assert st.get_one("n_visible", 10) == 1 and st.get_one("n_found", 10) == 1
+    st.add("n_visible", np.array([10, 10, 41]), 1)
+    assert st.get("n_visible", np.array([10, 41])).tolist() == [3, 2]
+    with pytest.raises(KeyError, match="99"):
+        st.get("xyz", np.array([3, 99]))
+
+
+def test_an_id_below_the_last_is_inserted_in_order() -> None:
+    st = _store([5, 9])
+    st.reserve(7)
+    st.set("desc", 7, np.full(32, 7, np.uint8))
+    assert st.live_ids().tolist() == [5, 7, 9]
+    assert st.get_one("desc", 7)[0] == 7 and st.get_one("xyz", 9)[0] == 9
+    with pytest.raises(ValueError, match="exists"):
+        st.reserve(7)
+
+
+def test_erased_rows_go_and_values_stay_with_their_ids() -> None:
+    n = 3 * COMPACT_MIN_DEAD
+    st = _store(list(range(n)))
+    keep = np.arange(0, n, 97)
+    for pid in np.setdiff1d(np.arange(n), keep).tolist():
+        st.kill(pid)
+    assert st.live_ids().tolist() == keep.tolist()
+    np.testing.assert_array_equal(st.get("xyz", keep)[:, 1], 2.0 * keep)
+    assert len(st) < 2 * len(keep) + COMPACT_MIN_DEAD  # erased rows were dropped
+    assert not st.alive_mask(np.array([1, 2])).any()
+
+
+def test_memory_follows_the_live_points_not_the_points_ever_made() -> None:
+    # A service creates points for days and erases most of them: the store must not
+    # grow with the ids.
+    st = PointStore()
+    live: list[int] = []
+    for pid in range(200_000):
+        st.reserve(pid)
+        live.append(pid)
+        if len(live) > 3000:
+            st.kill(live.pop(0))
+    assert st.live_ids().tolist() == live
+    assert st.capacity <= 4 * (3000 + COMPACT_MIN_DEAD)
+
+
+def test_load_replaces_everything_in_any_order() -> None:
+    st = _store([1, 2, 3])
+    ids = np.array([30, 10, 20])
+    st.load(ids, np.array([True, False, True]),
+            {"xyz": np.array([[3.0, 0, 0], [1.0, 0, 0], [2.0, 0, 0]]),
+             "n_found": np.array([7, 8, 9])})
+    assert st.live_ids().tolist() == [20, 30]
+    assert st.get("xyz", np.array([10, 20, 30]))[:, 0].tolist() == [1.0, 2.0, 3.0]
+    assert st.get("n_found", np.array([30])).tolist() == [7]
+    assert st.rows(np.array([1])).tolist() == [-1]
+    with pytest.raises(ValueError, match="unique"):
+        st.load(np.array([1, 1]), np.array([True, True]), {})
