@@ -45,11 +45,14 @@ run: $(STAMP)
 		--out $(OUT)/trajectory.txt --stats $(OUT)/stats.json --plot $(OUT)/trajectory.png
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check slam server clients tests benchmarks
+	$(VENV)/bin/ruff check slam slam_protocol server clients tests benchmarks
 	$(VENV)/bin/mypy
 
+# Every test, as CI runs them (the order shuffled by pytest-randomly; its seed is printed).
+# PYTEST_ARGS adds options: `make test PYTEST_ARGS='-m "not slow"'` is the fast subset.
+PYTEST_ARGS ?=
 test: $(STAMP) $(EXTRAS) lint
-	$(PY) -m pytest -n 2 --dist loadfile -q tests
+	$(PY) -m pytest -n 2 --dist loadfile -q $(PYTEST_ARGS) tests
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run_matrix --runs 3 --out results

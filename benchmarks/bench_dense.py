@@ -29,8 +29,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.tables import save_tables
-from slam.config import load_config
-from slam.dense.accuracy import surface_error
+from slam.config import Sensor, load_config
 from slam.dense.export import export_mesh, export_points, fuse_map
 from slam.dense.tsdf import TsdfParams
 from slam.dense.worker import DenseOptions
@@ -40,6 +39,7 @@ from slam.geometry.lie import se3_inv
 from slam.io.sources import open_source
 from slam.map.persistence import load_map, save_map
 from slam.replay import RunResult, run_offline
+from slam.synthetic.accuracy import surface_error
 from slam.synthetic.source import make_synthetic_source
 
 log = logging.getLogger("benchmarks.bench_dense")
@@ -129,7 +129,7 @@ def bench_synthetic(datasets: Path, runs: int) -> list[dict[str, Any]]:
     gt = src.ground_truth()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        res = run_offline(src, "rgbd", src.calibration, load_config(), progress=False,
+        res = run_offline(src, Sensor.RGBD, src.calibration, load_config(), progress=False,
                           dense=DenseOptions(Path(tmp) / "m.ply", picture=False),
                           save_map=Path(tmp) / "m.map")
         m = load_map(Path(tmp) / "m.map").map

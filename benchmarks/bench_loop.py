@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.tables import save_tables
-from slam.config import load_config
+from slam.config import Sensor, load_config
 from slam.eval.metrics import ate
 from slam.io.sources import SkippedSpanSource, open_source
 from slam.map.persistence import load_map
@@ -106,7 +106,7 @@ def bench_persist(datasets: Path) -> list[dict[str, Any]]:
         loaded = load_map(path, calibration=source.calibration, sensor="rgbd")
         load_ms = (time.perf_counter() - t_load) * 1e3
         size_mb = path.stat().st_size / 1e6
-        loc = run_offline(open_source(uri, "rgbd"), "rgbd", loaded.calibration, load_config(),
+        loc = run_offline(open_source(uri, "rgbd"), Sensor.RGBD, loaded.calibration, load_config(),
                           progress=False, initial_map=loaded.map, localization_only=True)
     row = {
         "sensor": "rgbd", "keyframes": mapping.stats["keyframes"],

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import zmq
 
+import slam_protocol as protocol
 from benchmarks.service_process import (
     REPO,
     RssSampler,
@@ -45,7 +46,6 @@ from benchmarks.service_process import (
     subprocess_env,
 )
 from clients.client import SlamClient
-from server import protocol
 
 log = logging.getLogger("benchmarks.bench_service")
 RPY = "tum/rgbd_dataset_freiburg1_rpy"
@@ -55,7 +55,7 @@ FPS_RATIO_TARGET = 0.9
 # A client that sends one command and waits forever for the reply (to be killed).
 _DOOMED_CLIENT = """
 import sys, time, zmq
-from server import protocol
+import slam_protocol as protocol
 sock = zmq.Context().socket(zmq.REQ)
 sock.connect(sys.argv[1])
 sock.send(protocol.encode({"v": 1, "cmd": sys.argv[2]}))

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+import slam_protocol as protocol
 from clients.client import (
     DEFAULT_CMD,
     DEFAULT_INGEST,
@@ -29,8 +30,7 @@ from clients.client import (
     SlamClient,
     load_curve_keys,
 )
-from server import protocol
-from server.protocol import Stamp
+from slam_protocol import Sensor, Stamp
 
 log = logging.getLogger("clients.cli")
 
@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("sources", nargs="+", metavar="URI", help="video:FILE, images:DIR, tum:DIR")
     push.add_argument("--rate", type=float, metavar="FPS",
                       help="send at this rate (default: as fast as the service answers)")
-    push.add_argument("--sensor", choices=("mono", "rgbd"), default="mono",
+    push.add_argument("--sensor", choices=(Sensor.MONO.value, Sensor.RGBD.value),
+                      default=Sensor.MONO.value,
                       help="rgbd also sends depth (tum: sources)")
     push.add_argument("--encoding", choices=ENCODINGS, default="jpeg")
     push.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames per source")
@@ -116,7 +117,7 @@ def _vec(values: Any) -> str:
 
 
 def summary_line(msg: Any) -> str:
-    """One human-readable line of a typed message of :mod:`server.protocol`."""
+    """One human-readable line of a typed message of :mod:`slam_protocol`."""
     if isinstance(msg, protocol.PoseMsg):
         kf = " KF" if msg.keyframe else ""
         return (f"pose {msg.seq} t {msg.stamp.to_seconds():.3f} {msg.state} "

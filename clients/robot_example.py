@@ -70,7 +70,7 @@ def to_pose_stamped(pose: Any) -> PoseStamped | None:
     """A ``geometry_msgs/PoseStamped``-shaped dict of a service pose message, in ``map``.
 
     ``pose`` has ``stamp`` ({sec, nanosec}), ``position`` and ``orientation`` (xyzw,
-    camera optical frame), as :class:`server.protocol.PoseMsg`. None when the frame
+    camera optical frame), as :class:`slam_protocol.PoseMsg`. None when the frame
     was not tracked (position None).
     """
     position = getattr(pose, "position", None)

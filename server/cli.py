@@ -14,12 +14,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from slam.config import SENSORS
 from slam.errors import CalibrationError, ConfigError, SensorError
+from slam_protocol.endpoints import DEFAULT_PORTS
 
 log = logging.getLogger(__name__)
 
-SENSORS = ("mono", "stereo", "rgbd")
-PORTS = {"pub": 5555, "cmd": 5556, "ingest": 5557}
+PORTS = DEFAULT_PORTS
 # A service runs for days: it keeps the newest hour of poses at 30 Hz (about 12 MB) for
 # `snapshot`'s trajectory; older ones were published and are counted as dropped.
 SERVICE_MAX_TRAJECTORY_POSES = 108_000
@@ -203,10 +204,9 @@ def _curve(args: argparse.Namespace) -> Any:
 
 def build_options(args: argparse.Namespace) -> tuple[Any, Any]:
     """(ServiceOptions, source or None) of parsed ``serve`` arguments."""
-    from server import protocol as proto
+    import slam_protocol as proto
     from server.service import ServiceOptions
-    from slam.cli.run import parse_overrides
-    from slam.config import load_config
+    from slam.config import load_config, parse_overrides
 
     source, calibration = _open_source(args)
     live = source is None or args.rate == "realtime" or source.length is None
@@ -251,7 +251,7 @@ def _bridge_keys(opts: Any) -> Any:
     """An in-process client key for the viewer bridge, admitted by the server (CurveZMQ)."""
     if opts.curve is None:
         return None
-    from server.security import CurveClientKeys
+    from slam_protocol.curve import CurveClientKeys
 
     keys = CurveClientKeys.ephemeral(opts.curve.public)
     opts.curve = opts.curve.with_client(keys.public)

@@ -2,7 +2,7 @@
 
 Requests are ``{v, cmd, ...}`` maps (``docs/protocol.md``); replies ``{v, ok, error?,
 ...}``. A handler raising a :class:`~slam.errors.SlamError` or a
-:class:`~server.protocol.ProtocolError` becomes ``ok: false`` with its message;
+:class:`~slam_protocol.ProtocolError` becomes ``ok: false`` with its message;
 any other exception is logged with its traceback and answered the same way.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 
 import zmq
 
-from server import protocol as proto
+import slam_protocol as proto
 from server.routing import RouterServer
 from slam.errors import SlamError
 
@@ -53,7 +53,7 @@ def serve_request(body: bytes, handlers: dict[str, Handler], max_bytes: int
 
 class CommandServer(RouterServer):
     """The ROUTER command socket; ``handlers`` maps a command name to a function of the
-    :class:`~server.protocol.Command` returning the reply's fields. ``after_reply``
+    :class:`~slam_protocol.Command` returning the reply's fields. ``after_reply``
     (optional) runs once a reply has been sent, with the command name (``shutdown``
     uses it to stop the service only after its reply is on its way)."""
 

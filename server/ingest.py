@@ -22,7 +22,7 @@ import numpy as np
 import zmq
 from numpy.typing import NDArray
 
-from server import protocol as proto
+import slam_protocol as proto
 from server.frames import FrameQueue, Job
 from server.routing import RouterServer
 from slam.camera import Calibration

@@ -2,7 +2,7 @@
 
 Every map of ``slam serve`` lives in one directory (``--map-dir``, by default
 ``$XDG_DATA_HOME/slam/maps``, created with mode 0700). A map name is a short word
-(:data:`server.protocol.MAP_NAME_RE`; the file is ``<name>.map``), so no name can
+(:data:`slam_protocol.MAP_NAME_RE`; the file is ``<name>.map``), so no name can
 reach outside the directory: no ``/``, ``\\``, ``..``, NUL or leading dot.
 
 * Reading (:meth:`MapDirectory.read`) opens the name relative to the directory's
@@ -30,19 +30,18 @@ import stat
 import threading
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from server.protocol import MAP_NAME_RE, MAP_SUFFIX
 from slam.errors import ConfigError, MapFileError, SlamError
-from slam.map import file_io
+from slam.io import files as file_io
+from slam_protocol import MAP_NAME_RE, MAP_SUFFIX
 
-if TYPE_CHECKING:  # the map modules (OpenCV) are imported at the first map command
+if TYPE_CHECKING:
     from slam.camera import Calibration
-    from slam.map.persistence import EncodedMap, LoadedMap, MapSnapshot
+    from slam.system import EncodedMap, LoadedMap, MapSnapshot, SlamSystem
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +125,7 @@ class MapDirectory:
 
     def load(self, name: str, calibration: Calibration, sensor: str) -> LoadedMap:
         """Map ``name``, validated and checked against the camera and sensor."""
-        from slam.map.persistence import load_map_bytes
+        from slam.system import load_map_bytes
 
         file_name, data = self.read(name)
         return load_map_bytes(data, file_name, calibration=calibration, sensor=sensor)
@@ -265,23 +264,17 @@ class ServiceMaps:
                                          self.max_maps)
             return self._dir
 
-    def save(self, system: Any, name: str, calibration: Calibration, sensor: str
+    def save(self, system: SlamSystem, name: str, calibration: Calibration, sensor: str
              ) -> dict[str, Any]:
         """Start saving ``system``'s map as ``name`` (:meth:`MapSaver.start`): the copy is
-        taken in the background with local mapping paused between keyframes, under the
-        map lock; tracking never waits for the compression or the write."""
-        from slam.map.persistence import encode_snapshot, snapshot_map
+        taken in the background (:meth:`SlamSystem.map_snapshot`: local mapping paused
+        between keyframes, the map lock held); tracking never waits for the compression
+        or the write."""
+        from slam.system import encode_snapshot
 
         self.directory()  # a directory that cannot be used is refused at once
-
-        def snapshot() -> MapSnapshot:
-            pause = system.mapper.paused() if system.mapper is not None else nullcontext()
-            with pause:
-                return snapshot_map(system.map, {"loops": [vars(e) for e in
-                                                            list(system.loop_events)]})
-
-        return self.saver.start(name, snapshot, lambda snap, file_name: encode_snapshot(
-            snap, calibration, sensor, name=file_name))
+        return self.saver.start(name, system.map_snapshot, lambda snap, file_name:
+                                encode_snapshot(snap, calibration, sensor, name=file_name))
 
     def load(self, name: str, calibration: Calibration, sensor: str) -> LoadedMap:
         return self.directory().load(name, calibration, sensor)

@@ -89,12 +89,24 @@ class RouterServer:
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
+        """Stop the thread and close the sockets (idempotent).
+
+        A running thread closes its sockets itself as it ends (a ZeroMQ socket belongs
+        to the thread that uses it); a thread never started, or already ended, leaves
+        them to this call. A thread stuck past ``timeout`` in a handler still closes
+        them when the handler returns; the owner's ``ctx.destroy(linger=0)`` is the
+        last resort.
+        """
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
         if self._thread.is_alive():
-            log.warning("%s thread did not stop within %.1f s", self.name, timeout)
+            log.warning("%s thread did not stop within %.1f s; it closes its sockets "
+                        "when its handler returns", self.name, timeout)
             return
+        self._close_sockets()
+
+    def _close_sockets(self) -> None:
         for sock in [self.sock, *self._extra_sockets()]:
             sock.close(linger=self.close_linger_ms if sock is self.sock else 0)
 
@@ -106,6 +118,12 @@ class RouterServer:
             log.debug("%s: reply dropped: %s", self.name, exc)
 
     def _run(self) -> None:
+        try:
+            self._serve()
+        finally:
+            self._close_sockets()
+
+    def _serve(self) -> None:
         poller = zmq.Poller()
         poller.register(self.sock, zmq.POLLIN)
         for extra in self._extra_sockets():

@@ -20,7 +20,7 @@ import logging
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import zmq
 import zmq.auth
@@ -28,6 +28,7 @@ from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils import z85
 
 from slam.errors import ConfigError
+from slam_protocol import curve as client_curve
 
 log = logging.getLogger(__name__)
 
@@ -84,16 +85,10 @@ def generate_keys(out_dir: str | Path, clients: tuple[str, ...] = ("client",),
 
 
 def _load(path: str | Path, need_secret: bool) -> tuple[bytes, bytes | None]:
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"key file not found: {p}")
     try:
-        public, secret = zmq.auth.load_certificate(p)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{p} is not a ZeroMQ certificate: {exc}") from exc
-    if need_secret and not secret:
-        raise ConfigError(f"{p} holds no secret key (pass the .key_secret file)")
-    return public, secret
+        return client_curve.load_certificate(path, need_secret)
+    except client_curve.KeyFileError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 @dataclass(frozen=True)
@@ -131,33 +126,17 @@ class CurveServerKeys:
         sock.curve_server = True
 
 
-@dataclass(frozen=True)
-class CurveClientKeys:
-    """A client's key pair and the server's public key (z85 bytes)."""
-
-    public: bytes
-    secret: bytes
-    server_public: bytes
+class CurveClientKeys(client_curve.CurveClientKeys):
+    """:class:`slam_protocol.curve.CurveClientKeys` whose :meth:`load` raises
+    :class:`ConfigError`, as the server's other key files do."""
 
     @classmethod
-    def load(cls, secret_file: str | Path, server_public_file: str | Path) -> CurveClientKeys:
+    def load(cls, secret_file: str | Path, server_public_file: str | Path) -> Self:
         """Keys from the client's ``.key_secret`` file and the server's ``.key`` file."""
-        public, secret = _load(secret_file, need_secret=True)
-        server_public, _ = _load(server_public_file, need_secret=False)
-        assert secret is not None
-        return cls(public, secret, server_public)
-
-    @classmethod
-    def ephemeral(cls, server_public: bytes) -> CurveClientKeys:
-        """A fresh key pair for a client living in the server's process."""
-        public, secret = zmq.curve_keypair()
-        return cls(public, secret, server_public)
-
-    def apply(self, sock: zmq.Socket[Any]) -> None:
-        """Make ``sock`` a CURVE client of the server (call before ``connect``)."""
-        sock.curve_secretkey = self.secret
-        sock.curve_publickey = self.public
-        sock.curve_serverkey = self.server_public
+        try:
+            return super().load(secret_file, server_public_file)
+        except client_curve.KeyFileError as exc:
+            raise ConfigError(str(exc)) from exc
 
 
 def refuse_unversioned_peers(sock: zmq.Socket[Any]) -> None:

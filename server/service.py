@@ -23,27 +23,29 @@ import numpy as np
 import psutil
 import zmq
 
-from server import protocol as proto
+import slam_protocol as proto
 from server.commands import CommandServer
 from server.frames import FrameQueue, Job, SourceFeeder
 from server.ingest import FrameError, IngestServer, reply_body
+from server.map_relay import MapRelay, pose_fields, snapshot_fields
 from server.maps import (
     DEFAULT_MAX_MAP_BYTES,
     DEFAULT_MAX_MAPS,
     DEFAULT_SAVE_INTERVAL_S,
     ServiceMaps,
 )
-from server.publisher import MapDiffer, Publisher, encode_image, loop_message, pose_fields
+from server.publisher import Publisher, encode_image
 from server.security import CurveServerKeys, refuse_unversioned_peers, start_authenticator
 from slam.camera import Calibration
 from slam.config import SlamConfig
 from slam.errors import ConfigError
 from slam.io.timestamps import TimestampGuard
 from slam.io.types import SensorFrame
-from slam.system import SlamSystem
-from slam.tracking.state import TrackResult
+from slam.system import SlamSystem, TrackResult
 
 log = logging.getLogger(__name__)
+
+RELAY_QUEUE_EVENTS = 1024  # system events the map relay may fall behind before a resync
 
 
 @dataclass
@@ -100,8 +102,10 @@ class SlamService:
         self.source = source
         self.ctx: zmq.Context[Any] = zmq.Context()
         self._auth: Any = None
-        self._system = self._new_system()
+        o = options
+        self._system = SlamSystem(o.config, o.calibration, o.sensor)  # type: ignore[arg-type]
         self._system_lock = threading.Lock()
+        self._events = self._system.events.subscribe(RELAY_QUEUE_EVENTS)
         self._stop = threading.Event()
         self._shutdown = threading.Event()
         self._running = threading.Event()
@@ -109,8 +113,8 @@ class SlamService:
             self._running.set()
         self._finished = False
         self._counters = _Counters()
-        self._differ = MapDiffer()
-        self._differ_lock = threading.Lock()
+        self._relay = MapRelay(self._events, lambda: self._system.snapshot(points=True))
+        self._relay_lock = threading.Lock()
         self._latest_image: tuple[int, float, Any, Any] | None = None
         self._fps = 0.0
         self._subscribers = 0
@@ -201,7 +205,11 @@ class SlamService:
         if self.ingest is not None:
             self.ingest.stop()
         self._close_sockets()
-        _dispose(self._system)
+        self._events.close()
+        try:
+            self._system.close()
+        except Exception:
+            log.exception("stopping the SLAM threads failed")
         self._maps.close()
         log.info("service stopped")
 
@@ -269,7 +277,7 @@ class SlamService:
                 log.exception("frame %d could not be tracked (skipped)", frame.index)
                 self._reply_error(replies, job, f"tracking failed: {exc}")
                 return
-            uv = _tracked_uv(system, res)
+            uv = res.uv_tracked
             seq = c.seq
             c.seq += 1
         c.frames += 1
@@ -341,18 +349,17 @@ class SlamService:
                 log.exception("publishing failed (carrying on)")
 
     def _publish_map_updates(self) -> None:
+        """Messages from the system's events since the last turn (loops first, then the
+        map changes they made, then keyframes)."""
         assert self.pub is not None
-        system = self._system
-        with self._differ_lock:
-            update = self._differ.diff(system.map)
-            keyframes = self._differ.keyframes(system.map)
-            loops = self._differ.loops(system.loop_events)
-        if update is not None:
-            self.pub.send(proto.TOPIC_MAP, update.to_dict())
-        for kf in keyframes:
-            self.pub.send(proto.TOPIC_KEYFRAME, kf.to_dict())
-        for loop in loops:
+        with self._relay_lock:
+            out = self._relay.turn()
+        for loop in out.loops:
             self.pub.send(proto.TOPIC_LOOP, loop.to_dict())
+        if out.map is not None:
+            self.pub.send(proto.TOPIC_MAP, out.map.to_dict())
+        for kf in out.keyframes:
+            self.pub.send(proto.TOPIC_KEYFRAME, kf.to_dict())
 
     def _publish_image(self) -> None:
         latest, self._latest_image = self._latest_image, None
@@ -367,22 +374,19 @@ class SlamService:
     # --- queries ------------------------------------------------------------------
     def status(self) -> proto.StatusMsg:
         """The status message now."""
-        system = self._system
+        st = self._system.status()
         c = self._counters
-        mapper, closer = system.mapper, system.loop_closer
         refused = self.ingest.rejected if self.ingest is not None else 0
         return proto.StatusMsg(
             fps=float(self._fps), frames=c.frames, tracked_frames=c.tracked, state=c.state,
-            keyframes=system.map.n_keyframes(), map_points=system.map.n_points(),
-            loops_closed=len(system.loop_events),
-            relocalisations=int(system.tracker.relocalizations), maps=int(system.n_maps),
-            queue_depth={"frames": len(self._queue),
-                         "mapping": mapper.queue_depth() if mapper is not None else 0,
-                         "loop": closer.queue_depth() if closer is not None else 0},
+            keyframes=st.keyframes, map_points=st.map_points, loops_closed=st.loops_closed,
+            relocalisations=st.relocalisations, maps=st.maps,
+            queue_depth={"frames": len(self._queue), "mapping": st.mapping_queue,
+                         "loop": st.loop_queue},
             drops=self._queue.drops, paused=not self._running.is_set(),
             finished=self._finished, subscribers=self._subscribers,
             errors=c.errors + refused, refused=refused, rss_mb=_rss_mb(),
-            poses_dropped=system.poses.dropped, stamps_skipped=self._stamps.counts.total)
+            poses_dropped=st.poses_dropped, stamps_skipped=self._stamps.counts.total)
 
     def stats(self) -> dict[str, Any]:
         """The ``stats`` reply fields (the status plus latency percentiles)."""
@@ -398,33 +402,9 @@ class SlamService:
 
     def snapshot(self) -> dict[str, Any]:
         """The ``snapshot`` reply fields: keyframes, published points, trajectory, loops."""
-        system = self._system
-        with self._differ_lock:
-            ids, xyz, rgb, map_seq = self._differ.published()
-        keyframes = []
-        with system.map.lock:
-            kfs = [(kf.id, kf.timestamp, kf.T_world_cam) for kf in system.map.keyframes.values()
-                   if not kf.bad]
-        for kf_id, stamp, T in sorted(kfs, key=lambda k: k[0]):
-            position, orientation = pose_fields(T)
-            keyframes.append({"id": kf_id, "stamp": proto.stamp_from_seconds(stamp),
-                              "position": list(position or ()),
-                              "orientation": list(orientation or ())})
-        traj = system.trajectory()
-        quats = [pose_fields(T)[1] for T in traj.T_world_cam]
-        return {
-            "keyframes": keyframes,
-            "points": {"ids": proto.pack_array(ids), "xyz": proto.pack_array(xyz),
-                       "rgb": proto.pack_array(rgb)},
-            "trajectory": {
-                "stamps": proto.pack_array(traj.stamps.astype(np.float64)),
-                "positions": proto.pack_array(traj.positions.astype(np.float32)),
-                "orientations": proto.pack_array(np.array(quats, np.float32).reshape(-1, 4))},
-            "loops": [{k: v for k, v in loop_message(e).to_dict().items() if k != "v"}
-                      for e in system.loop_events],
-            "last_seq": self._counters.seq - 1,
-            "map_seq": map_seq,
-        }
+        with self._relay_lock:
+            published = self._relay.published()
+        return snapshot_fields(self._system.snapshot(), published, self._counters.seq - 1)
 
     # --- commands -----------------------------------------------------------------
     def _handlers(self) -> dict[str, Any]:
@@ -452,7 +432,9 @@ class SlamService:
 
     def reset(self) -> dict[str, Any]:
         """Start again with an empty map (tracking re-initialises on the next frame)."""
-        self._swap(self._new_system())
+        with self._system_lock:
+            self._system.reset()
+            self._swap_guard()
         log.info("map reset by a client")
         return {}
 
@@ -465,44 +447,16 @@ class SlamService:
     def load_map(self, name: str) -> dict[str, Any]:
         """Replace the map by map ``name`` (same camera and sensor); tracking relocalises."""
         loaded = self._maps.load(name, self.opts.calibration, self.opts.sensor)
-        system = self._new_system(loaded.map)
-        self._swap(system)
-        return {"name": loaded.info.path.stem, "keyframes": system.map.n_keyframes(),
-                "map_points": system.map.n_points()}
-
-    def _new_system(self, initial_map: Any = None) -> SlamSystem:
-        o = self.opts
-        return SlamSystem(o.config, o.calibration, o.sensor,  # type: ignore[arg-type]
-                          initial_map=initial_map)
-
-    def _swap(self, system: SlamSystem) -> None:
         with self._system_lock:
-            old, self._system = self._system, system
-            self._stamps = TimestampGuard("frames")  # a new map may start a new clock
-        _dispose(old)
+            self._system.load_map(loaded.map)
+            self._swap_guard()
+        st = self._system.status()
+        return {"name": loaded.info.path.stem, "keyframes": st.keyframes,
+                "map_points": st.map_points}
 
-
-def _dispose(system: SlamSystem) -> None:
-    """Stop a system's mapping and loop-closing threads (no final bundle adjustment)."""
-    try:
-        if system.mapper is not None:
-            system.mapper.stop()
-        if system.loop_closer is not None:
-            system.loop_closer.stop()
-        system.tracker.close()
-        close_dense = getattr(getattr(system, "dense", None), "close", None)
-        if callable(close_dense):
-            close_dense()
-    except Exception:
-        log.exception("stopping the SLAM threads failed")
-
-
-def _tracked_uv(system: SlamSystem, res: TrackResult) -> np.ndarray:
-    """Pixels (K, 2) of the keypoints matched to map points in the frame just tracked."""
-    frame = system.tracker.last_frame
-    if res.T_world_cam is None or frame is None or frame.id != res.frame_id:
-        return np.zeros((0, 2))
-    return np.asarray(frame.uv[(frame.point_ids >= 0) & ~frame.outlier])
+    def _swap_guard(self) -> None:
+        """A new map may start a new clock: frames are judged against it alone."""
+        self._stamps = TimestampGuard("frames")
 
 
 def _rss_mb() -> float:

@@ -40,10 +40,10 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from server import protocol
-from server.security import CurveClientKeys
+import slam_protocol as protocol
 from server.web_access import WILDCARD_BINDS, AccessPolicy, authenticate
 from slam.errors import ConfigError
+from slam_protocol.curve import CurveClientKeys
 
 log = logging.getLogger(__name__)
 
@@ -355,7 +355,7 @@ class _Bridge:
     def close(self) -> None:
         self.commands.close()
         self.sub.close(linger=0)
-        self.ctx.term()
+        self.ctx.destroy(linger=0)  # term() would block for ever on a socket left open
 
 
 @dataclass

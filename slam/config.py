@@ -8,6 +8,8 @@ Camera intrinsics are *not* here: they belong to :class:`slam.camera.Calibration
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,7 +17,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from slam.errors import ConfigError
 
-Sensor = Literal["mono", "stereo", "rgbd"]
+
+class Sensor(StrEnum):
+    """The camera setups the system runs on; a member equals its name as a string
+    (``Sensor.RGBD == "rgbd"``), so files and command lines keep the plain names."""
+
+    MONO = "mono"
+    STEREO = "stereo"
+    RGBD = "rgbd"
+
+
+SENSORS: tuple[str, ...] = tuple(s.value for s in Sensor)
 
 
 class _Section(BaseModel):
@@ -54,7 +66,8 @@ class FeatureConfig(_Section):
         "orb", description="descriptor of the ORB keypoints: ORB's own, or our learned "
         "256-bit one (cv2.dnn, see docs/learning.md)")
     descriptor_model: str = Field(
-        "", description="ONNX model of the learned descriptor; empty = models/descriptor.onnx")
+        "", description="ONNX model of the learned descriptor; empty = the shipped one "
+        "(slam/data/models/descriptor.onnx)")
 
 
 class TrackingConfig(_Section):
@@ -66,7 +79,41 @@ class TrackingConfig(_Section):
         10.0, gt=0.0, description="motion-model search radius at level 0 (doubled on failure)"
     )
     recovery_keyframes: int = Field(40, ge=1, description="latest keyframes searched when lost")
-    min_tracked_points: int = Field(30, ge=5)
+    min_tracked_points: int = Field(30, ge=5, description="inliers a frame needs to count as "
+                                    "tracked after local-map tracking (ORB-SLAM: 30)")
+    mono_init_min_points: int = Field(
+        50, ge=1, description="monocular initialisation is retried when its bundle adjustment "
+        "leaves fewer map points than this")
+    motion_min_matches: int = Field(
+        20, ge=1, description="matches with the last frame below which the motion model's "
+        "search radius is doubled once, and then given up (ORB-SLAM: 20)")
+    pose_min_inliers: int = Field(
+        10, ge=1, description="inliers the pose optimisation must keep for the motion model or "
+        "the reference keyframe to have tracked the frame (ORB-SLAM: 10)")
+    reference_min_matches: int = Field(
+        15, ge=1, description="descriptor matches with the reference keyframe needed to try "
+        "its pose at all (ORB-SLAM: 15)")
+    last_frame_match_ratio: float = Field(
+        0.9, gt=0.0, le=1.0, description="Lowe ratio of matches projected from the last frame")
+    reference_match_ratio: float = Field(
+        0.7, gt=0.0, le=1.0, description="Lowe ratio of matches to the reference keyframe")
+    recovery_match_ratio: float = Field(
+        0.8, gt=0.0, le=1.0, description="Lowe ratio of matches to the local map when lost")
+    recovery_min_points: int = Field(
+        30, ge=4, description="lost: local-map points, matches, PnP inliers and optimised "
+        "inliers each needed to recover against the local map")
+    local_search_radius_px: float = Field(
+        1.0, gt=0.0, description="local-map search radius (level-0 pixels, times 2.5 head-on "
+        "or 4 oblique, times the level's scale) for monocular and stereo")
+    local_search_radius_rgbd_px: float = Field(
+        3.0, gt=0.0, description="the same for RGB-D (depth-registered colour is less sharp)")
+    local_search_radius_recovered_px: float = Field(
+        5.0, gt=0.0, description="the same for the first frames after a relocalisation")
+    recovered_frames: int = Field(
+        3, ge=0, description="frames after a relocalisation that search the wider radius")
+    default_close_depth_m: float = Field(
+        3.0, gt=0.0, description="metres: the close/far depth threshold when the calibration "
+        "gives none (ORB-SLAM: ThDepth x baseline)")
     min_init_map_points: int = Field(
         100, ge=10, description="monocular initialisation: matches and triangulated points needed"
     )
@@ -179,9 +226,11 @@ class PlaceConfig(_Section):
         "bow", description="bag of binary words, or the learned global embedding"
     )
     vocabulary: str = Field(
-        "", description="vocabulary file; empty = the one shipped in datasets/vocab/"
+        "", description="vocabulary file; empty = the one shipped in slam/data/vocab/"
     )
-    embedding_model: str = Field("", description="ONNX model of the learned embedding")
+    embedding_model: str = Field(
+        "", description="ONNX model of the learned embedding; empty = the shipped one "
+        "(slam/data/models/embedding.onnx)")
     max_candidates: int = Field(10, ge=1, description="candidates returned per query")
 
 
@@ -223,7 +272,6 @@ class SystemConfig(_Section):
     """Wiring of the threads."""
 
     frame_queue_size: int = Field(8, ge=1)
-    realtime: bool = False
     max_trajectory_poses: int = Field(
         0, ge=0,
         description="frame poses kept for the trajectory (about 110 bytes each); 0 keeps "
@@ -323,3 +371,21 @@ def load_config(
         first = exc.errors()[0]
         where = ".".join(str(x) for x in first["loc"])
         raise ConfigError(f"invalid configuration at {where}: {first['msg']}") from exc
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """Command-line overrides for :func:`load_config`: ``["a.b=1", "c.d=true"]`` ->
+    ``{"a.b": 1, "c.d": True}`` (values parsed as YAML). Raises :class:`ConfigError` for
+    an item without ``=`` or a value that is not YAML."""
+    import yaml
+
+    overrides: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            overrides[key.strip()] = yaml.safe_load(text) if text.strip() else text
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {item!r}: value is not valid YAML") from exc
+    return overrides

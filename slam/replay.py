@@ -30,10 +30,10 @@ from slam.camera import Calibration
 from slam.config import Sensor, SlamConfig
 from slam.dense.worker import DenseOptions, DenseResult
 from slam.errors import DataSourceError, SensorError
+from slam.events import LoopClosed
 from slam.io.sources.base import BoundedReader, FrameSource
 from slam.io.timestamps import TimestampGuard
 from slam.io.types import Trajectory
-from slam.loop.loop_closing import LoopEvent
 from slam.map.map import Map
 from slam.system import SlamSystem
 from slam.tracking.state import TrackState
@@ -118,7 +118,7 @@ class RunResult:
     track_ms: NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
     states: list[str] = field(default_factory=list)
     relocalized_frames: list[int] = field(default_factory=list)
-    loops: list[LoopEvent] = field(default_factory=list)
+    loops: list[LoopClosed] = field(default_factory=list)
     dense: DenseResult | None = None
     stopped: str = COMPLETED
     error: DataSourceError | None = None

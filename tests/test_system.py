@@ -52,6 +52,7 @@ def test_overlap_rule_adds_keyframes_and_accuracy_on_a_turning_camera() -> None:
     assert dense_err.rmse_m < base_err.rmse_m
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("sensor", "at_most"), [("rgbd", 0.5), ("stereo", 0.5), ("mono", 0.7)])
 def test_subpixel_refinement_cuts_the_error_on_a_turning_camera(sensor: str,
                                                                 at_most: float) -> None:

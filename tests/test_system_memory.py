@@ -63,6 +63,7 @@ def looped() -> SlamSystem:
     system.finish()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_culled_keyframes_keep_no_pixels_features_or_links(looped: SlamSystem) -> None:
     m = looped.map
@@ -77,6 +78,7 @@ def test_culled_keyframes_keep_no_pixels_features_or_links(looped: SlamSystem) -
             assert kf.T_cam_parent is not None  # its pose still follows its parent
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_place_recognition_forgets_culled_keyframes(looped: SlamSystem) -> None:
     closer = looped.loop_closer
@@ -89,6 +91,7 @@ def test_place_recognition_forgets_culled_keyframes(looped: SlamSystem) -> None:
     assert not any(k in looped.place for k in culled)  # type: ignore[operator]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_trajectory_survives_the_release_of_culled_keyframes(looped: SlamSystem) -> None:
     traj = looped.trajectory()
@@ -97,6 +100,7 @@ def test_trajectory_survives_the_release_of_culled_keyframes(looped: SlamSystem)
     assert all(abs(T[3, 3] - 1.0) < 1e-12 for T in traj.T_world_cam)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_capped_trajectory_lets_culled_keyframes_go() -> None:
     frames, _ = _sample()
@@ -135,6 +139,7 @@ def test_husk_grace_outlasts_the_loop_closing_queue() -> None:
     assert HUSK_GRACE_CULLS > LoopCloser.QUEUE_SIZE
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_revisiting_a_mapped_place_adds_no_keyframes() -> None:
     # The live service's revisit rule: laps over the same path map it once. Measured

@@ -6,12 +6,14 @@ import threading
 
 import pytest
 
-from slam.worker import KeyframeWorker
+from slam.worker import KeyframeWorker, WorkerStalledError
 
 
 class Recorder(KeyframeWorker):
-    def __init__(self, threaded: bool, fail_on: int = -2) -> None:
-        super().__init__("recorder", 4, threaded)
+    def __init__(self, threaded: bool, fail_on: int = -2, submit_timeout_s: float = 60.0,
+                 gate: threading.Event | None = None) -> None:
+        super().__init__("recorder", 4, threaded, submit_timeout_s)
+        self.gate = gate  # handle waits for it (a stuck worker while it is clear)
         self.seen: list[int] = []
         self.threads: set[str] = set()
         self.fail_on = fail_on
@@ -19,6 +21,8 @@ class Recorder(KeyframeWorker):
         self.start()
 
     def handle(self, kf_id: int) -> None:
+        if self.gate is not None:
+            assert self.gate.wait(60), "the test never opened the gate"
         if kf_id == self.fail_on:
             raise ValueError("boom")
         self.seen.append(kf_id)
@@ -50,3 +54,50 @@ def test_a_failure_in_the_thread_reaches_the_producer() -> None:
     with pytest.raises(RuntimeError):
         w.flush()
     assert w.seen == [0, 1, 2]
+
+
+def test_a_stuck_worker_fails_the_producer_at_the_deadline() -> None:
+    gate = threading.Event()
+    w = Recorder(True, submit_timeout_s=0.2, gate=gate)
+    try:
+        for k in range(5):  # one being handled, four queued: the queue is full
+            w.submit(k)
+        with pytest.raises(WorkerStalledError, match="queue full"):
+            w.submit(5)
+        w.flush(timeout=0.05)  # returns with work left: no error, nothing handled
+        assert not w.is_idle() and w.seen == []
+    finally:
+        gate.set()
+    w.flush()
+    assert w.seen == list(range(5)) and w.is_idle()  # the refused keyframe is not pending
+    w.stop()
+
+
+def test_a_stopped_worker_fails_the_producer_instead_of_blocking() -> None:
+    w = Recorder(True)
+    w.stop()
+    for k in range(4):  # the queue takes four more
+        w.submit(k)
+    with pytest.raises(WorkerStalledError, match="not running"):
+        w.submit(4)
+
+
+def test_flush_is_woken_by_the_last_keyframe() -> None:
+    gate = threading.Event()
+    w = Recorder(True, gate=gate)
+    w.submit(1)
+    done = threading.Event()
+
+    def flush() -> None:
+        w.flush()
+        done.set()
+
+    flusher = threading.Thread(target=flush)
+    flusher.start()
+    try:
+        assert not done.wait(0.05) and not w.is_idle()
+    finally:
+        gate.set()
+        flusher.join(60)
+    assert done.is_set() and w.seen == [1]
+    w.stop()

@@ -37,9 +37,9 @@ def register(commands: Any, parents: Sequence[argparse.ArgumentParser]) -> None:
     p.add_argument("--datasets", type=Path, default=DEFAULT_DATASETS, metavar="DIR",
                    help="the shared datasets folder")
     p.add_argument("--descriptor-model", default="", metavar="ONNX",
-                   help="default: models/descriptor.onnx")
+                   help="default: the shipped slam/data/models/descriptor.onnx")
     p.add_argument("--embedding-model", default="", metavar="ONNX",
-                   help="default: models/embedding.onnx")
+                   help="default: the shipped slam/data/models/embedding.onnx")
     p.add_argument("--vocabulary", default="", metavar="FILE", help="BoW vocabulary "
                    "(default: the shipped one)")
     p.add_argument("--split", type=float, nargs=2, default=(0.7, 0.1), metavar=("TRAIN", "VAL"),

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from slam.config import SENSORS, parse_overrides
 from slam.errors import CalibrationError, ConfigError, SensorError, SlamError
 
 if TYPE_CHECKING:
@@ -20,7 +21,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SENSORS = ("mono", "stereo", "rgbd")
 FORMATS = ("tum", "kitti")
 
 
@@ -76,7 +76,7 @@ def register(commands: Any, parents: Sequence[argparse.ArgumentParser]) -> None:
                    help="refuse frames whose timestamp does not increase (exit 3) instead "
                    "of skipping them with a warning")
     p.add_argument("--features", choices=("orb", "learned"),
-                   help="keypoint descriptors: ORB's, or the learned network's (models/)")
+                   help="keypoint descriptors: ORB's, or the learned network's (slam/data/models/)")
     p.add_argument("--place", choices=("bow", "learned"),
                    help="place recognition: bag of words, or the learned embedding")
     p.add_argument("--no-loop", action="store_true", help="no loop closing (place "
@@ -92,22 +92,6 @@ def register(commands: Any, parents: Sequence[argparse.ArgumentParser]) -> None:
                    "needs the 'dense' extra, Open3D); written to MESH (default: beside "
                    "--out, <name>.mesh.ply) with a picture <MESH name>.png")
     p.set_defaults(func=execute)
-
-
-def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
-    """``["a.b=1", "c.d=true"]`` -> ``{"a.b": 1, "c.d": True}`` (values parsed as YAML)."""
-    import yaml
-
-    overrides: dict[str, Any] = {}
-    for item in items:
-        key, sep, text = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
-        try:
-            overrides[key.strip()] = yaml.safe_load(text) if text.strip() else text
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"--set {item!r}: value is not valid YAML") from exc
-    return overrides
 
 
 def write_trajectory(path: Path, trajectory: Trajectory, fmt: str) -> None:

@@ -1,7 +1,7 @@
 """Our learned binary descriptor at run time, through OpenCV's dnn module (no torch).
 
 For ORB keypoints (position, octave, angle) it samples oriented, scaled 32x32 patches
-(:class:`slam.learn.patches.PatchSampler`, written straight in the network's
+(:class:`slam.features.patches.PatchSampler`, written straight in the network's
 space-to-depth layout), standardises them, runs the exported network and packs the
 signs of its 256 outputs into (N, 32) uint8 rows: the layout of ORB's descriptors, so
 the Hamming matchers and the bag-of-words code take them unchanged.
@@ -20,10 +20,10 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-import slam
+from slam.data import MODELS_DIR, data_file
 from slam.errors import ConfigError, ImageError
 from slam.features.orb import Keypoints
-from slam.learn.patches import PATCH_SIZE, UNSHUFFLE, PatchSampler, standardize
+from slam.features.patches import PATCH_SIZE, UNSHUFFLE, PatchSampler, standardize
 
 log = logging.getLogger(__name__)
 
@@ -31,17 +31,19 @@ DEFAULT_DESCRIPTOR_MODEL = "descriptor.onnx"
 
 
 def models_dir() -> Path:
-    """The folder of the models shipped with the repository (``models/``)."""
-    return Path(slam.__file__).resolve().parents[1] / "models"
+    """The folder of the models shipped in the package (``slam/data/models/``)."""
+    return data_file(MODELS_DIR)
 
 
 def read_model(path: str | Path | None, default_name: str) -> tuple[bytes, dict[str, Any], Path]:
     """ONNX bytes and the JSON beside it (empty when missing) of ``path`` (None or "":
-    the shipped ``models/<default_name>``). Raises ConfigError when the file is missing."""
-    p = Path(path) if path else models_dir() / default_name
+    the shipped ``slam/data/models/<default_name>``). Raises ConfigError when the file is
+    missing."""
+    p = Path(path) if path else data_file(MODELS_DIR, default_name)
     if not p.is_file():
         raise ConfigError(f"learned model not found: {p}")
-    meta_path = p.with_suffix(".json")
+    meta_path = (p.with_suffix(".json") if path
+                 else data_file(MODELS_DIR, Path(default_name).with_suffix(".json").name))
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     return p.read_bytes(), meta, p
 

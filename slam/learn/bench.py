@@ -27,6 +27,7 @@ from numpy.typing import NDArray
 
 from slam.config import FeatureConfig
 from slam.features.orb import Keypoints, OrbExtractor
+from slam.features.patches import standardize
 from slam.learn.data import TEST, FlowTracks, LearnFrame, SplitSpec, open_sequence, project_to
 from slam.learn.evaluate import (
     THRESHOLDS_PX,
@@ -36,7 +37,6 @@ from slam.learn.evaluate import (
     place_recall,
     repeatability,
 )
-from slam.learn.patches import standardize
 
 log = logging.getLogger(__name__)
 

@@ -20,12 +20,12 @@ from collections import deque
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-import cv2
 import numpy as np
 from numpy.typing import NDArray
 
 from slam.config import FeatureConfig
 from slam.features.orb import Keypoints, OrbExtractor
+from slam.features.patches import PatchSampler
 from slam.learn.data import (
     TEST,
     FlowTracks,
@@ -37,12 +37,11 @@ from slam.learn.data import (
     nearest_keypoints,
     open_sequence,
 )
-from slam.learn.patches import PatchSampler
+from slam.place.embedding_input import embed_image
 
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = 6
-EMBED_SIZE = (160, 120)  # width, height of the place-embedding input
 
 
 @dataclass(frozen=True)
@@ -110,8 +109,9 @@ class PatchPairs:
 
 @dataclass
 class FrameSet:
-    """``images`` (F, h, w) uint8 grey at :data:`EMBED_SIZE`, ``T_world_cam`` (F, 4, 4)
-    (NaN when unknown), ``stamps`` (F,), ``seq`` (F,) int16 sequence number, ``split`` (F,)."""
+    """``images`` (F, h, w) uint8 grey at :data:`~slam.place.embedding_input.EMBED_SIZE`,
+    ``T_world_cam`` (F, 4, 4) (NaN when unknown), ``stamps`` (F,), ``seq`` (F,) int16
+    sequence number, ``split`` (F,)."""
 
     images: NDArray[np.uint8]
     T_world_cam: NDArray[np.float64]
@@ -154,12 +154,6 @@ def near_keypoints(uv_true: NDArray[np.float64], uv_kp: NDArray[np.float64], min
     has = ok.any(axis=1)
     out[has] = idx[has, first[has]]
     return out
-
-
-def embed_image(image: NDArray[np.uint8]) -> NDArray[np.uint8]:
-    """(H, W) grey or (H, W, 3) BGR image -> (h, w) grey at :data:`EMBED_SIZE` (area)."""
-    grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
-    return np.asarray(cv2.resize(grey, EMBED_SIZE, interpolation=cv2.INTER_AREA), np.uint8)
 
 
 def gaps_for(index: int, params: BuildParams) -> set[int]:

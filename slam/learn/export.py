@@ -21,9 +21,9 @@ import torch
 from torch import nn
 
 from slam.errors import SlamError
-from slam.learn.datasets import EMBED_SIZE
+from slam.features.patches import PATCH_SIZE
 from slam.learn.models import DescriptorNet, EmbeddingNet
-from slam.learn.patches import PATCH_SIZE
+from slam.place.embedding_input import EMBED_SIZE
 
 log = logging.getLogger(__name__)
 

@@ -47,7 +47,7 @@ def ste_sign(x: Tensor) -> Tensor:
 
 def standardize(x: Tensor, eps: float = 1.0) -> Tensor:
     """Per-sample zero mean, unit std over all but the batch axis (as
-    :func:`slam.learn.patches.standardize`; ``x`` in grey levels)."""
+    :func:`slam.features.patches.standardize`; ``x`` in grey levels)."""
     flat = x.flatten(1)
     mean = flat.mean(dim=1)
     std = (flat.pow(2).mean(dim=1) - mean.pow(2)).clamp_min(0).sqrt()

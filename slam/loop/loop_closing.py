@@ -15,11 +15,11 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 
 import numpy as np
 
 from slam.config import SlamConfig
+from slam.events import LoopClosed
 from slam.loop.correction import CorrectionParams, correct_loop
 from slam.loop.detection import LoopDetector
 from slam.loop.global_ba import GlobalBundleAdjuster
@@ -37,18 +37,6 @@ from slam.worker import KeyframeWorker
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class LoopEvent:
-    """One closed loop: the keyframes it joined and when (keyframe timestamps, s)."""
-
-    cur_kf_id: int
-    loop_kf_id: int
-    stamp: float
-    loop_stamp: float
-    scale: float
-    n_matches: int
-
-
 class LoopCloser(KeyframeWorker):
     """Loop detection and correction, in a thread of its own or inline."""
 
@@ -59,6 +47,7 @@ class LoopCloser(KeyframeWorker):
         K: np.ndarray, bf: float, fix_scale: bool,
         pause_mapping: Callable[[], AbstractContextManager[object]],
         on_corrected: Callable[[], None] = lambda: None,
+        on_loop: Callable[[LoopClosed], None] = lambda event: None,
         *, detect: bool = True, threaded: bool = True,
     ) -> None:
         super().__init__("loop closing", self.QUEUE_SIZE, threaded)
@@ -68,6 +57,7 @@ class LoopCloser(KeyframeWorker):
         self.detect_loops = detect and cfg.loop.enabled
         self.pause_mapping = pause_mapping
         self.on_corrected = on_corrected
+        self.on_loop = on_loop
         self.detector = LoopDetector(slam_map, recognizer, cfg.loop.consistency,
                                      cfg.place.max_candidates)
         self.verify_params = VerifyParams(cfg.loop.min_matches, cfg.loop.min_inliers,
@@ -80,7 +70,7 @@ class LoopCloser(KeyframeWorker):
         self.global_ba = GlobalBundleAdjuster(slam_map, K, bf, cfg.loop.global_ba_iterations,
                                               pause_mapping, on_corrected)
         self.descriptors: dict[int, PlaceDescriptor] = {}
-        self.events: list[LoopEvent] = []
+        self.events: list[LoopClosed] = []
         self.detect_ms: collections.deque[float] = collections.deque(maxlen=10_000)
         self._forget: list[int] = []
         self._forget_lock = threading.Lock()
@@ -177,13 +167,15 @@ class LoopCloser(KeyframeWorker):
         self.global_ba.abort()
         with self.pause_mapping():
             correct_loop(self.map, lm, self.correction)
-        self.on_corrected()
+            with self.map.lock:
+                t_cur = self.map.keyframes[lm.cur_kf_id].timestamp
+                t_loop = self.map.keyframes[lm.loop_kf_id].timestamp
         self._last_loop_kf = lm.cur_kf_id
         self.detector.reset()
-        with self.map.lock:
-            t_cur = self.map.keyframes[lm.cur_kf_id].timestamp
-            t_loop = self.map.keyframes[lm.loop_kf_id].timestamp
-        self.events.append(LoopEvent(lm.cur_kf_id, lm.loop_kf_id, t_cur, t_loop, lm.scale,
-                                     len(lm.matches)))
+        event = LoopClosed(lm.cur_kf_id, lm.loop_kf_id, t_cur, t_loop, lm.scale,
+                           len(lm.matches))
+        self.events.append(event)
+        self.on_loop(event)  # the loop first, then the map changes it made
+        self.on_corrected()
         if self.cfg.global_ba_iterations > 0:
             self.global_ba.start(threaded=self.threaded)

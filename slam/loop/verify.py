@@ -20,7 +20,7 @@ from slam.loop.pose_graph import sim3_to_se3
 from slam.loop.sim3_solver import refine_sim3, solve_sim3_ransac
 from slam.map.keyframe import KeyFrame
 from slam.map.map import Map
-from slam.tracking.projection import project_into
+from slam.map.projection import project_into
 
 log = logging.getLogger(__name__)
 

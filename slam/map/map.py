@@ -9,51 +9,20 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
 
+from slam.events import MapDelta
 from slam.features.matching import distinctive_descriptor, distinctive_descriptors
+from slam.map.changes import ChangeLog
 from slam.map.culled import HUSK_GRACE_CULLS, CulledKeyframes
-from slam.map.frame import Frame
 from slam.map.keyframe import KeyFrame
 from slam.map.map_point import MapPoint
 from slam.map.point_store import PointStore
+from slam.map.views import PointArrays, ReferenceObservations
 
 COVISIBILITY_MIN_SHARED = 15
-
-
-@dataclass
-class PointArrays:
-    """A snapshot of map points: ``ids`` (M,), ``xyz_world`` (M, 3) metres,
-    ``descriptors`` (M, 32) uint8, ``normals`` (M, 3), ``min_dist``/``max_dist`` (M,) metres."""
-
-    ids: NDArray[np.int64]
-    xyz_world: NDArray[np.float64]
-    descriptors: NDArray[np.uint8]
-    normals: NDArray[np.float64]
-    min_dist: NDArray[np.float64]
-    max_dist: NDArray[np.float64]
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-
-@dataclass
-class ReferenceObservations:
-    """Map points as their reference keyframes saw them. Per point (M,): ``rows`` its
-    position in the query, ``kf_index`` its keyframe in ``kf_ids``, ``uv`` (M, 2) ideal
-    pixels there, ``xyz_world`` (M, 3) metres. Per keyframe (G,): ``kf_ids``,
-    ``T_cam_world`` (G, 4, 4) and ``frames`` (for their pixels)."""
-
-    rows: NDArray[np.int64]
-    kf_index: NDArray[np.int64]
-    uv: NDArray[np.float64]
-    xyz_world: NDArray[np.float64]
-    kf_ids: list[int]
-    T_cam_world: NDArray[np.float64]
-    frames: list[Frame]
 
 
 class Map:
@@ -71,6 +40,22 @@ class Map:
         self.origin_kf_id = -1
         self.version = 0  # bumped by every structural change (for the viewer / BA)
         self.culled = CulledKeyframes()
+        self.changes = ChangeLog()
+
+    @classmethod
+    def restoring(cls, scale_factor: float, n_levels: int, *, next_kf_id: int,
+                  next_point_id: int, origin_kf_id: int, version: int) -> Map:
+        """An empty map that continues a saved one: new ids go on from its counters (the
+        caller adds the saved keyframes and points)."""
+        m = cls(scale_factor, n_levels)
+        m._next_kf, m._next_pt = next_kf_id, next_point_id
+        m.origin_kf_id, m.version = origin_kf_id, version
+        return m
+
+    def id_counters(self) -> tuple[int, int]:
+        """The next keyframe id and the next point id."""
+        with self.lock:
+            return self._next_kf, self._next_pt
 
     def clear(self) -> None:
         """Forget every keyframe and point (a failed initialisation); ids keep growing."""
@@ -80,6 +65,7 @@ class Map:
             self.store = PointStore()
             self.origin_kf_id = -1
             self.culled.clear()
+            self.changes.reset()
             self.version += 1
 
     # --- ids and insertion -------------------------------------------------
@@ -108,6 +94,7 @@ class Map:
             mp = MapPoint(self.store, pid, np.asarray(xyz_world, np.float64),
                           kf.frame.descriptors[kp_idx], ref_kf_id=kf.id, first_kf_id=kf.id)
             self.points[pid] = mp
+            self.changes.point_added(pid)
             self.add_observation(pid, kf.id, kp_idx)
             return mp
 
@@ -361,6 +348,7 @@ class Map:
                     kf.frame.point_ids[idx] = -1
             mp.observations.clear()
             del self.points[pid]
+            self.changes.point_removed(pid)
             self.version += 1
 
     def replace_point(self, old: int, new: int) -> None:
@@ -385,6 +373,7 @@ class Map:
             self.store.kill(old)
             mp_old.replaced_by = new
             del self.points[old]
+            self.changes.point_removed(old)
             self.update_descriptor(new)
             self.version += 1
 
@@ -447,6 +436,19 @@ class Map:
         """Strip the culled keyframes of a loaded map down to their pose chain."""
         with self.lock:
             self.culled.adopt(self.keyframes)
+
+    def take_changes(self, source: str) -> MapDelta:
+        """What changed since the last call (see :mod:`slam.map.changes`), as an event
+        from ``source`` (the thread asking)."""
+        with self.lock:
+            return self.changes.take(self, source)
+
+    def discard_changes(self) -> None:
+        """Forget the changes recorded so far (nobody listens); the next
+        :meth:`take_changes` reports the whole map."""
+        with self.lock:
+            self.changes.reset()
+            self.store.moved = set()
 
     def n_culled(self) -> int:
         """Culled keyframes still kept (for the poses of frames tracked against them)."""

@@ -77,7 +77,8 @@ def encode_map(m: Map) -> tuple[Arrays, dict[str, Any]]:
     if stale.any():
         log.debug("%d keypoints name erased map points; stored as -1", int(stale.sum()))
         arrays["kp.point_id"] = np.where(stale, -1, pid)
-    scalars = {"next_kf_id": int(m._next_kf), "next_point_id": int(m._next_pt),
+    next_kf_id, next_point_id = m.id_counters()
+    scalars = {"next_kf_id": next_kf_id, "next_point_id": next_point_id,
                "origin_kf_id": int(m.origin_kf_id), "map_version": int(m.version),
                "scale_factor": float(m.scale_factor), "n_levels": int(m.n_levels)}
     return arrays, scalars
@@ -164,10 +165,9 @@ def _point_arrays(pts: list[MapPoint], store: PointStore) -> Arrays:
 def decode_map(a: Arrays, s: dict[str, Any], images: Images) -> Map:
     """Rebuild a :class:`Map` from arrays and scalars that :mod:`slam.map.map_checks`
     has validated, and the keyframes' decoded ``images``."""
-    m = Map(float(s["scale_factor"]), int(s["n_levels"]))
-    # Map offers no setter for its id counters; they must continue where the run stopped.
-    m._next_kf, m._next_pt = int(s["next_kf_id"]), int(s["next_point_id"])
-    m.origin_kf_id, m.version = int(s["origin_kf_id"]), int(s["map_version"])
+    m = Map.restoring(float(s["scale_factor"]), int(s["n_levels"]), next_kf_id=int(
+        s["next_kf_id"]), next_point_id=int(s["next_point_id"]),
+        origin_kf_id=int(s["origin_kf_id"]), version=int(s["map_version"]))
     for kf in _rebuild_keyframes(a, images):
         m.keyframes[kf.id] = kf
     _rebuild_points(m, a)

@@ -23,12 +23,12 @@ import numpy as np
 
 import slam
 from slam.camera.pinhole import Calibration, PinholeCamera
+from slam.config import SENSORS
 from slam.errors import CalibrationError, MapFileError
 
 log = logging.getLogger(__name__)
 
 PAYLOAD_ENCODING = "msgpack-arrays-le"
-SENSORS = ("mono", "stereo", "rgbd")
 MAX_COUNT = 2**53  # counts and ids: exact in a float64, as JSON readers need
 MAX_IMAGE_SIDE = 16384  # pixels: the camera's width and height
 MAX_FOCAL_PX = 1e6  # pixels: fx, fy

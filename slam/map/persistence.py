@@ -41,7 +41,7 @@ import numpy as np
 
 from slam.camera.pinhole import Calibration
 from slam.errors import MapFileError
-from slam.map import file_io
+from slam.io import files as file_io
 from slam.map.image_codec import (
     Images,
     decode_image_arrays,

@@ -57,6 +57,9 @@ class PointStore:
     def __init__(self, capacity: int = 4096) -> None:
         self._t = _Table(max(1, capacity))
         self._dead = 0
+        # Ids whose position was written since the map's changes were last taken
+        # (slam.map.changes): how bundle adjustment and loop closing moves reach events.
+        self.moved: set[int] = set()
 
     @property
     def capacity(self) -> int:
@@ -102,7 +105,10 @@ class PointStore:
     def set(self, name: Field, ids: NDArray[np.int64] | int, values: Any) -> None:
         """Write field ``name`` of ``ids`` (call with the map lock held)."""
         t = self._t
-        t.cols[name][self._known(t, np.atleast_1d(ids))] = values
+        ids = np.atleast_1d(ids)
+        t.cols[name][self._known(t, ids)] = values
+        if name == "xyz":
+            self.moved.update(ids.tolist())
 
     def add(self, name: Field, ids: NDArray[np.int64], delta: int) -> None:
         """Add ``delta`` to a count field for each of ``ids`` (repeats add repeatedly)."""

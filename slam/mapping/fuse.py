@@ -9,7 +9,7 @@ from numpy.typing import NDArray
 from slam.features.matching import search_by_projection
 from slam.map.keyframe import KeyFrame
 from slam.map.map import Map
-from slam.tracking.projection import project_into
+from slam.map.projection import project_into
 
 
 def fuse_into(

@@ -6,6 +6,7 @@ k-majority :class:`Vocabulary` with a :class:`KeyframeDatabase` inverted index.
 """
 
 from slam.place.database import KeyframeDatabase
+from slam.place.factory import make_place_recognizer
 from slam.place.recognizer import (
     BowPlaceDescriptor,
     BowPlaceRecognizer,
@@ -13,7 +14,6 @@ from slam.place.recognizer import (
     PlaceRecognizer,
     default_vocabulary_path,
     load_vocabulary,
-    make_place_recognizer,
 )
 from slam.place.vocabulary import BowVector, FeatureVector, Vocabulary
 

@@ -21,8 +21,8 @@ from numpy.typing import NDArray
 
 from slam.errors import ConfigError, ImageError
 from slam.features.learned import DnnRunner, read_model
-from slam.learn.datasets import EMBED_SIZE, embed_image
-from slam.learn.patches import standardize
+from slam.features.patches import standardize
+from slam.place.embedding_input import EMBED_SIZE, embed_image
 from slam.place.recognizer import PlaceDescriptor, PlaceRecognizer
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ def _vector_of(desc: PlaceDescriptor) -> NDArray[np.float32]:
 
 class LearnedPlaceRecognizer(PlaceRecognizer):
     """Global-embedding recognizer over the ONNX model at ``model_path`` (None or "":
-    the shipped ``models/embedding.onnx``)."""
+    the shipped ``slam/data/models/embedding.onnx``)."""
 
     def __init__(self, model_path: str | Path | None = None, max_candidates: int = 10) -> None:
         onnx, meta, self.path = read_model(model_path, DEFAULT_EMBEDDING_MODEL)

@@ -3,7 +3,8 @@
 Loop closing and relocalisation talk to a :class:`PlaceRecognizer` only: describe an
 image, add/erase keyframes, query for candidates, compare two descriptions. The
 bag-of-binary-words implementation is :class:`BowPlaceRecognizer`; a learned global
-embedding can be swapped in through ``place.method`` (:func:`make_place_recognizer`).
+embedding can be swapped in through ``place.method``
+(:func:`slam.place.factory.make_place_recognizer`).
 """
 
 from __future__ import annotations
@@ -18,9 +19,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-import slam
-from slam.config import PlaceConfig
-from slam.errors import ConfigError
+from slam.data import VOCAB_DIR, data_file
 from slam.place.database import KeyframeDatabase
 from slam.place.vocabulary import BowVector, FeatureVector, Vocabulary
 
@@ -136,8 +135,8 @@ class BowPlaceRecognizer(PlaceRecognizer):
 
 
 def default_vocabulary_path() -> Path:
-    """The vocabulary shipped with the repository (``datasets/vocab/``)."""
-    return Path(slam.__file__).resolve().parents[1] / "datasets" / "vocab" / DEFAULT_VOCABULARY_NAME
+    """The vocabulary shipped in the package (``slam/data/vocab/``)."""
+    return data_file(VOCAB_DIR, DEFAULT_VOCABULARY_NAME)
 
 
 _cache: dict[tuple[Path, int, int], Vocabulary] = {}
@@ -165,15 +164,3 @@ def load_vocabulary(path: str | Path | None = None) -> Vocabulary:
                      vocab.depth, vocab.n_words)
         return vocab
 
-
-def make_place_recognizer(cfg: PlaceConfig) -> PlaceRecognizer:
-    """The recognizer ``cfg.method`` names. Raises ConfigError or VocabularyError."""
-    if cfg.method == "bow":
-        return BowPlaceRecognizer(load_vocabulary(cfg.vocabulary),
-                                  max_candidates=cfg.max_candidates)
-    if cfg.method == "learned":
-        from slam.place.learned import LearnedPlaceRecognizer  # cv2.dnn, loaded when asked
-
-        return LearnedPlaceRecognizer(cfg.embedding_model or None,
-                                      max_candidates=cfg.max_candidates)
-    raise ConfigError(f"unknown place.method {cfg.method!r}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from urllib.parse import parse_qsl
 
 import numpy as np
@@ -158,3 +159,11 @@ def parse_synthetic_uri(uri: str, sensor: str) -> SyntheticSource:
     if not np.all([np.isfinite(v) for v in kwargs.values()]):
         raise DataSourceError(f"{uri!r}: parameters must be finite")
     return make_synthetic_source(kind, sensor, **kwargs)  # type: ignore[arg-type]
+
+
+def open_synthetic(arg: str, sensor: str, calib_path: str | Path | None = None,
+                   fps: float | None = None) -> SyntheticSource:
+    """Opener of the ``synthetic:`` scheme for :func:`slam.io.sources.open_source` (the
+    ``slam.sources`` entry point): ``arg`` is what follows ``synthetic:``. The room has its
+    own exact calibration and no frame rate, so ``calib_path`` and ``fps`` are unused."""
+    return parse_synthetic_uri(f"synthetic:{arg}", sensor)

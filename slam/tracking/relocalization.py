@@ -14,6 +14,7 @@ from collections.abc import Callable
 import numpy as np
 from numpy.typing import NDArray
 
+from slam.config import TrackingConfig
 from slam.features.matching import match_ratio, search_by_projection
 from slam.geometry.pnp import solve_pnp_ransac
 from slam.map.frame import Frame
@@ -100,3 +101,29 @@ def relocalize(
             return kf_id
         frame.point_ids[:] = -1
     return None
+
+
+def recover_from_local_map(
+    frame: Frame, slam_map: Map, K: NDArray[np.float64], cfg: TrackingConfig,
+    local_kf_ids: list[int], optimize: Callable[[Frame], int],
+) -> bool:
+    """Pose ``frame`` against the points of the local map and of the latest
+    ``cfg.recovery_keyframes`` keyframes: descriptor matches, PnP-RANSAC, then the
+    tracker's pose-only optimisation; each step needs ``cfg.recovery_min_points``."""
+    recent = [kf.id for kf in slam_map.good_keyframes()][-cfg.recovery_keyframes:]
+    pts = slam_map.point_arrays(slam_map.points_of(set(local_kf_ids) | set(recent)))
+    need = cfg.recovery_min_points
+    if len(pts) < need:
+        return False
+    i1, i2 = match_ratio(pts.descriptors, frame.descriptors, ratio=cfg.recovery_match_ratio,
+                         th=cfg.hamming_threshold_high)
+    if len(i1) < need:
+        return False
+    res = solve_pnp_ransac(pts.xyz_world[i1], frame.uv[i2], K)
+    if res is None or int(res.inliers.sum()) < need:
+        return False
+    frame.point_ids[:] = -1
+    good = res.inliers
+    frame.point_ids[i2[good]] = pts.ids[i1[good]]
+    frame.T_cam_world = res.T_cam_world
+    return optimize(frame) >= need

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 import numpy as np
@@ -19,7 +19,9 @@ class TrackState(Enum):
 
 @dataclass
 class TrackResult:
-    """What tracking says about one frame. ``T_world_cam`` (4x4) is None when not tracked."""
+    """What tracking says about one frame. ``T_world_cam`` (4x4) is None when not tracked;
+    ``uv_tracked`` (K, 2): ideal pixels of the keypoints matched to map points (inliers),
+    empty when not tracked."""
 
     frame_id: int
     timestamp: float
@@ -28,3 +30,4 @@ class TrackResult:
     n_inliers: int
     is_keyframe: bool
     track_ms: float
+    uv_tracked: NDArray[np.float64] = field(default_factory=lambda: np.zeros((0, 2)))

@@ -20,7 +20,6 @@ from slam.camera import Calibration
 from slam.config import Sensor, SlamConfig
 from slam.features.matching import match_ratio
 from slam.geometry.lie import orthonormalize_pose, se3_inv
-from slam.geometry.pnp import solve_pnp_ransac
 from slam.io.types import SensorFrame
 from slam.map.frame import Frame
 from slam.map.keyframe import KeyFrame
@@ -31,7 +30,7 @@ from slam.tracking.frontend import FrameBuilder
 from slam.tracking.initializer import MonocularInitializer, add_depth_points, initialize_from_depth
 from slam.tracking.keyframe_policy import KeyframeEvidence, KeyframePolicy
 from slam.tracking.projection import match_projected, project_into
-from slam.tracking.relocalization import relocalize
+from slam.tracking.relocalization import recover_from_local_map, relocalize
 from slam.tracking.state import TrackResult, TrackState
 from slam.tracking.subpixel import SubpixelRefiner
 
@@ -74,7 +73,7 @@ class Tracker:
         self.refiner = (SubpixelRefiner(calib.camera, self.builder.scale_factors,
                                         self.tcfg.subpixel_max_shift)
                         if self.subpixel != "off" else None)
-        self.close_depth = calib.max_close_depth_m or 3.0
+        self.close_depth = calib.max_close_depth_m or self.tcfg.default_close_depth_m
         self.keyframes = KeyframePolicy(self.tcfg, sensor)
         self.state = TrackState.INITIALIZING
         self.mono_init: MonocularInitializer | None = None
@@ -138,8 +137,10 @@ class Tracker:
             self.velocity = None
             frame.T_cam_world = None
         ms = (time.perf_counter() - t0) * 1e3
-        pose = frame.T_world_cam if (ok and frame.T_cam_world is not None) else None
-        return TrackResult(fid, sf.timestamp, self.state, pose, self.n_inliers, is_kf, ms)
+        tracked = ok and frame.T_cam_world is not None
+        pose = frame.T_world_cam if tracked else None
+        uv = frame.uv[(frame.point_ids >= 0) & ~frame.outlier] if tracked else np.zeros((0, 2))
+        return TrackResult(fid, sf.timestamp, self.state, pose, self.n_inliers, is_kf, ms, uv)
 
     def _after_success(self, frame: Frame) -> None:
         if self.last_frame is not None and self.last_frame.T_cam_world is not None:
@@ -200,7 +201,7 @@ class Tracker:
             self.map.update_connections(kf1.id)
             self.map.update_connections(kf2.id)
         self.mapping.on_monocular_init([kf1.id, kf2.id])
-        if self.map.n_points() < 50:
+        if self.map.n_points() < self.tcfg.mono_init_min_points:
             log.warning("monocular initialisation left too few points; retrying")
             self.map.clear()
             ref.point_ids[:] = -1
@@ -277,12 +278,12 @@ class Tracker:
         frame.T_cam_world = self.velocity @ last.T_cam_world
         radius = self.tcfg.motion_radius_px
         n = self._match_last_frame(frame, last, radius)
-        if n < 20:
+        if n < self.tcfg.motion_min_matches:
             frame.point_ids[:] = -1
             n = self._match_last_frame(frame, last, 2 * radius)
-        if n < 20:
+        if n < self.tcfg.motion_min_matches:
             return False
-        return self._optimize(frame) >= 10
+        return self._optimize(frame) >= self.tcfg.pose_min_inliers
 
     def _match_last_frame(self, frame: Frame, last: Frame, radius: float) -> int:
         last_ids = last.point_ids.copy()  # local mapping may edit a keyframe's ids meanwhile
@@ -297,7 +298,8 @@ class Tracker:
         proj.level = last.octave[idx[proj.keep]]
         scale = self.builder.scale_factors[proj.level]
         sel, kp = match_projected(frame, proj, last.descriptors[idx], radius * scale,
-                                  th_high=self.tcfg.hamming_threshold_high, ratio=0.9)
+                                  th_high=self.tcfg.hamming_threshold_high,
+                                  ratio=self.tcfg.last_frame_match_ratio)
         frame.point_ids[kp] = pts.ids[sel]
         return len(kp)
 
@@ -306,10 +308,10 @@ class Tracker:
         if ref is None or self.last_frame is None or self.last_frame.T_cam_world is None:
             return False
         n = self._match_descriptors(frame, ref)
-        if n < 15:
+        if n < self.tcfg.reference_min_matches:
             return False
         frame.T_cam_world = self.last_frame.T_cam_world.copy()
-        return self._optimize(frame) >= 10
+        return self._optimize(frame) >= self.tcfg.pose_min_inliers
 
     def _match_descriptors(self, frame: Frame, kf: KeyFrame) -> int:
         """Brute-force matches from the keyframe's map points to the frame's keypoints."""
@@ -318,7 +320,8 @@ class Tracker:
             pids = kf.point_ids[kp_idx].copy()
         if len(kp_idx) == 0:
             return 0
-        i1, i2 = match_ratio(kf.frame.descriptors[kp_idx], frame.descriptors, ratio=0.7,
+        i1, i2 = match_ratio(kf.frame.descriptors[kp_idx], frame.descriptors,
+                             ratio=self.tcfg.reference_match_ratio,
                              th=self.tcfg.hamming_threshold_high)
         frame.point_ids[:] = -1
         frame.point_ids[i2] = pids[i1]
@@ -345,31 +348,12 @@ class Tracker:
         return ok
 
     def _recover_local(self, frame: Frame) -> bool:
-        """Match the points of the local map and of the latest keyframes by
-        descriptor, then PnP-RANSAC and pose-only optimisation."""
-        recent = [kf.id for kf in self.map.good_keyframes()][-self.tcfg.recovery_keyframes:]
-        kf_ids = set(self.local_kf_ids) | set(recent)
-        pts = self.map.point_arrays(self.map.points_of(kf_ids))
-        if len(pts) < 30:
-            return False
-        i1, i2 = match_ratio(pts.descriptors, frame.descriptors, ratio=0.8,
-                             th=self.tcfg.hamming_threshold_high)
-        if len(i1) < 30:
-            return False
-        xyz = pts.xyz_world
-        res = solve_pnp_ransac(xyz[i1], frame.uv[i2], self.K)
-        if res is None or int(res.inliers.sum()) < 30:
-            return False
-        frame.point_ids[:] = -1
-        good = res.inliers
-        frame.point_ids[i2[good]] = pts.ids[i1[good]]
-        frame.T_cam_world = res.T_cam_world
-        ok = self._optimize(frame) >= 30
+        ok = recover_from_local_map(frame, self.map, self.K, self.tcfg, self.local_kf_ids,
+                                    self._optimize)
         if ok:
             log.info("frame %d: recovered against the local map", frame.id)
         return ok
 
-    # --------------------------------------------------------------- local map
     def _update_local_keyframes(self, frame: Frame) -> list[int]:
         counter: Counter[int] = Counter()
         with self.map.lock:
@@ -410,9 +394,12 @@ class Tracker:
             proj = project_into(frame, frame.T_cam_world, self.K, pts.xyz_world, pts.normals,
                                 pts.min_dist, pts.max_dist, self.cfg.features.scale_factor,
                                 self.cfg.features.n_levels)
-            th = 3.0 if self.sensor == "rgbd" else 1.0
-            if frame.id - self._recovered_at < 3:
-                th = 5.0
+            t = self.tcfg
+            th = t.local_search_radius_rgbd_px if self.sensor == "rgbd" else \
+                t.local_search_radius_px
+            if frame.id - self._recovered_at < t.recovered_frames:
+                th = t.local_search_radius_recovered_px
+            # Head-on views (within ~3.6 degrees of the point's mean view) search closer.
             r = np.where(proj.view_cos > 0.998, 2.5, 4.0) * th
             radius = r * self.builder.scale_factors[proj.level]
             sel, kp = match_projected(frame, proj, pts.descriptors, radius,

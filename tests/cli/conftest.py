@@ -7,6 +7,9 @@ from collections.abc import Iterator
 
 import pytest
 
+import slam.replay
+from tests.cli.run_fakes import FakeSystem
+
 
 @pytest.fixture(autouse=True)
 def _restore_logging(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
@@ -24,3 +27,10 @@ def _restore_logging(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     root.setLevel(level)
     for name, lvl in named.items():
         logging.getLogger(name).setLevel(lvl)
+
+
+@pytest.fixture
+def fake_system(monkeypatch: pytest.MonkeyPatch) -> FakeSystem:
+    fake = FakeSystem()
+    monkeypatch.setattr(slam.replay, "run_offline", fake.run_offline)
+    return fake

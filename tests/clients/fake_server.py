@@ -1,4 +1,4 @@
-"""A tiny stand-in for the SLAM service, speaking ``server.protocol`` on free local ports.
+"""A tiny stand-in for the SLAM service, speaking ``slam_protocol`` on free local ports.
 
 XPUB (so a test can wait until the client has subscribed), a command ROUTER and an
 ingestion ROUTER, all served by one thread. The PUB socket is only used by that
@@ -16,7 +16,9 @@ import cv2
 import numpy as np
 import zmq
 
-from server import protocol
+import slam_protocol as protocol
+
+JOIN_TIMEOUT_S = 10.0  # the serving thread polls every 2 ms; this is for a loaded CPU
 
 
 def _bind(sock: zmq.Socket[Any]) -> str:
@@ -39,6 +41,8 @@ class FakeServer:
     go unanswered (a hung service); ``garbage_reply`` answers the next command with bytes
     that are not msgpack. Ingested frames are decoded and kept in ``frames``; the seqs in
     ``drop_seqs`` are answered ``dropped``, a frame that fails to decode ``ok: false``.
+    ``stream_hz`` > 0 streams poses at that rate (until seq ``stream_until`` when set);
+    :meth:`wait_streamed` waits for one of them to go out.
     """
 
     def __init__(self) -> None:
@@ -55,7 +59,9 @@ class FakeServer:
         self.mute = 0
         self.garbage_reply = False
         self.stream_hz = 0.0
+        self.stream_until: int | None = None
         self.last_stream_seq = -1
+        self._streamed = threading.Condition()
         self._outbox: queue.Queue[tuple[bytes, bytes]] = queue.Queue()
         self._ctx = zmq.Context()
         self._pub = self._socket(zmq.XPUB)
@@ -85,15 +91,29 @@ class FakeServer:
             raise TimeoutError("nobody subscribed to the fake PUB socket")
         self._subscribed.clear()
 
+    def wait_streamed(self, seq: int, timeout: float = 10.0) -> None:
+        """Block until the pose stream has sent ``seq``."""
+        with self._streamed:
+            if not self._streamed.wait_for(lambda: self.last_stream_seq >= seq, timeout):
+                raise TimeoutError(f"the fake never streamed pose {seq}")
+
     def close(self) -> None:
+        """Stop the thread (which closes its sockets) and destroy the fake's context."""
         self._stop.set()
-        self._thread.join(5)
-        for sock in (self._pub, self._cmd, self._ingest):
-            sock.close(0)
-        self._ctx.term()
+        self._thread.join(JOIN_TIMEOUT_S)
+        self._ctx.destroy(linger=0)  # closes the sockets too if the thread is stuck
+        assert not self._thread.is_alive(), "the fake server's thread did not stop"
 
     # ------------------------------------------------------------- server side
     def _serve(self) -> None:
+        """Serve until :meth:`close`; the sockets are this thread's: it closes them."""
+        try:
+            self._serve_until_stopped()
+        finally:
+            for sock in (self._pub, self._cmd, self._ingest):
+                sock.close(linger=0)
+
+    def _serve_until_stopped(self) -> None:
         poller = zmq.Poller()
         for sock in (self._pub, self._cmd, self._ingest):
             poller.register(sock, zmq.POLLIN)
@@ -108,13 +128,14 @@ class FakeServer:
                 self._on_frame(self._ingest.recv_multipart())
             while not self._outbox.empty():
                 self._pub.send_multipart(list(self._outbox.get()))
-            rate = self.stream_hz
-            if rate <= 0:
+            rate, seq = self.stream_hz, self.last_stream_seq + 1
+            if rate <= 0 or (self.stream_until is not None and seq > self.stream_until):
                 next_stream = time.monotonic()
             elif time.monotonic() >= next_stream:
-                seq = self.last_stream_seq + 1
                 self._pub.send_multipart([b"pose", protocol.encode(pose_dict(seq))])
-                self.last_stream_seq = seq
+                with self._streamed:
+                    self.last_stream_seq = seq
+                    self._streamed.notify_all()
                 next_stream += 1.0 / rate
 
     def _on_command(self, frames: list[bytes]) -> None:

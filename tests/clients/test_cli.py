@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
+import slam_protocol as protocol
 from clients.cli import EXIT_SERVER, EXIT_SOURCE, EXIT_TIMEOUT, main
-from server import protocol
 from tests.clients.fake_server import FakeServer
 
 

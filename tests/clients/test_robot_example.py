@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
+import slam_protocol as protocol
 from clients.client import SlamClient
 from clients.robot_example import (
     R_BODY_OPTICAL,
@@ -17,7 +18,6 @@ from clients.robot_example import (
     optical_to_body_pose,
     to_pose_stamped,
 )
-from server import protocol
 from tests.clients.fake_server import FakeServer, pose_dict
 
 IDENTITY_XYZW = [0.0, 0.0, 0.0, 1.0]
@@ -112,7 +112,7 @@ def test_control_loop_ticks_at_its_own_rate(fake: FakeServer) -> None:
         t0 = time.monotonic()
         loop.run(ticks=5)
         elapsed = time.monotonic() - t0
-    assert 0.18 < elapsed < 1.0
+    assert 0.18 < elapsed < 10.0  # paced at 20 Hz (4 periods), not stuck (wide: a loaded CPU)
     assert len(seen) == 6 and all(s is not None for s in seen[1:])
     xs = [s["pose"]["position"]["z"] for s in seen[1:] if s is not None]
     assert xs == [0.0] * 5  # pose_dict moves along optical x = REP -y, never up

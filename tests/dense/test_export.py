@@ -10,7 +10,6 @@ import pytest
 
 from slam.camera.pinhole import Calibration, PinholeCamera
 from slam.dense import NoDepthError
-from slam.dense.accuracy import surface_error
 from slam.dense.export import (
     SparseCloud,
     export_mesh,
@@ -24,6 +23,7 @@ from slam.errors import MapFileError
 from slam.geometry.lie import make_pose, se3_inv, so3_exp
 from slam.map.map import Map
 from slam.map.persistence import load_map, save_map
+from slam.synthetic.accuracy import surface_error
 from tests.dense.helpers import depth_map
 from tests.map.factories import make_frame, make_keyframe
 

@@ -13,9 +13,9 @@ import pytest
 
 from slam.camera.pinhole import PinholeCamera
 from slam.dense import INSTALL_HINT, NoDepthError, Open3DMissingError, require_open3d
-from slam.dense.accuracy import surface_error
 from slam.dense.export import fuse_map
 from slam.dense.tsdf import KeyframePixels, Mesh, TsdfParams, TsdfVolume, stereo_depth
+from slam.synthetic.accuracy import surface_error
 from slam.synthetic.render import render_stereo
 from slam.synthetic.source import STEREO_BASELINE_M, make_synthetic_source
 from tests.dense.helpers import depth_map

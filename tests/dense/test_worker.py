@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
-import time
+import os
+import signal
+import threading
 from pathlib import Path
 from types import ModuleType
 
@@ -12,13 +14,13 @@ import pytest
 
 from slam.config import load_config
 from slam.dense import Open3DMissingError
-from slam.dense.accuracy import surface_error
 from slam.dense.worker import DenseOptions, DenseWorker, NullDense, start_dense
 from slam.errors import SensorError
 from slam.geometry.alignment import umeyama
 from slam.geometry.lie import make_pose, se3_inv, so3_exp
 from slam.map.map import Map
 from slam.replay import run_offline
+from slam.synthetic.accuracy import surface_error
 from slam.synthetic.source import make_synthetic_source
 from tests.dense.helpers import depth_map
 
@@ -39,11 +41,22 @@ def test_keyframes_are_fused_in_the_background_and_pictured(
 ) -> None:
     m, calib, scene = depth_map(step=30)
     worker = DenseWorker(m, calib, "rgbd", DenseOptions(tmp_path / "m.ply"))
-    t0 = time.perf_counter()
-    for kf_id in list(m.keyframes)[:3]:  # already queued (the map's own keyframes): no-ops
-        worker.submit(kf_id)
-    worker.on_corrected()
-    assert time.perf_counter() - t0 < 0.05  # never waits for the child
+
+    def slam_calls() -> None:
+        for kf_id in list(m.keyframes)[:3]:  # already queued (the map's own): no-ops
+            worker.submit(kf_id)
+        worker.on_corrected()
+
+    caller = threading.Thread(target=slam_calls, daemon=True)
+    child = worker._proc.pid
+    assert child is not None
+    os.kill(child, signal.SIGSTOP)  # the child takes nothing now ...
+    try:
+        caller.start()
+        caller.join(30)
+        assert not caller.is_alive()  # ... and SLAM's calls never wait for it
+    finally:
+        os.kill(child, signal.SIGCONT)
     result = worker.finish()
     assert result is not None and result.n_keyframes == 5 and result.rebuilds == 0
     err = _mesh_error(o3d, tmp_path / "m.ply", scene.quads)

@@ -114,7 +114,7 @@ def test_copied_files_exist_and_cover_the_install(dockerfile: list[tuple[str, st
     packages = [p.rstrip("*") for p in pyproject["tool"]["setuptools"]["packages"]["find"]
                 ["include"]]
     needed = ["pyproject.toml", pyproject["project"]["readme"], *packages,
-              "datasets"]  # the shipped vocabulary and the sample replayed by compose
+              "datasets"]  # the sample replayed by CMD and compose
     assert set(needed) <= set(copied), set(needed) - set(copied)
 
 

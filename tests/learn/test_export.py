@@ -18,10 +18,10 @@ pytest.importorskip("onnx")
 from slam.config import FeatureConfig  # noqa: E402
 from slam.features.learned import LearnedDescriptor  # noqa: E402
 from slam.features.orb import OrbExtractor  # noqa: E402
-from slam.learn.datasets import embed_image  # noqa: E402
+from slam.features.patches import PatchSampler  # noqa: E402
 from slam.learn.export import export_descriptor, export_embedding  # noqa: E402
 from slam.learn.models import DescriptorNet, EmbeddingNet, standardize  # noqa: E402
-from slam.learn.patches import PatchSampler  # noqa: E402
+from slam.place.embedding_input import embed_image  # noqa: E402
 from slam.place.learned import LearnedPlaceRecognizer  # noqa: E402
 
 

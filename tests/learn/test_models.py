@@ -7,14 +7,14 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from slam.features.patches import standardize as np_standardize  # noqa: E402
+from slam.features.patches import unshuffle_patches  # noqa: E402
 from slam.learn.models import (  # noqa: E402
     DescriptorNet,
     EmbeddingNet,
     GeM,
     standardize,
 )
-from slam.learn.patches import standardize as np_standardize  # noqa: E402
-from slam.learn.patches import unshuffle_patches  # noqa: E402
 
 
 def test_descriptor_body_takes_the_runtime_layout() -> None:

@@ -185,8 +185,9 @@ def test_the_format_covers_every_field_of_the_map_classes() -> None:
     assert {f.name for f in fields(KeyFrame)} == KEYFRAME_FIELDS
     assert {f.name for f in fields(Frame)} == FRAME_FIELDS
     assert set(MapPoint.__slots__) == POINT_SLOTS
-    # The culled-keyframe registry is rebuilt on load (Map.release_culled), not stored.
-    assert set(vars(Map())) == MAP_ATTRS | {"culled"}
+    # The culled-keyframe registry is rebuilt on load (Map.release_culled) and the change
+    # log starts anew: neither is stored.
+    assert set(vars(Map())) == MAP_ATTRS | {"culled", "changes"}
 
 
 def test_round_trip_restores_every_field(tmp_path: Path) -> None:

@@ -230,6 +230,8 @@ def test_abort_from_another_thread() -> None:
     th = threading.Thread(target=lambda: out.setdefault(
         "r", solve_local_ba(prob, iterations=100_000, abort_flag=flag)))
     th.start()
+    # Lets the solver get into its iterations; not a synchronisation: the assertions
+    # below hold wherever the flag lands (before the first iteration too).
     time.sleep(0.05)
     flag[0] = 1
     th.join(timeout=60)

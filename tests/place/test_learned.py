@@ -10,8 +10,9 @@ import pytest
 
 from slam.config import PlaceConfig
 from slam.errors import ConfigError, ImageError
+from slam.place.factory import make_place_recognizer
 from slam.place.learned import EmbeddingDescriptor, LearnedPlaceRecognizer
-from slam.place.recognizer import BowPlaceDescriptor, make_place_recognizer
+from slam.place.recognizer import BowPlaceDescriptor
 
 
 @pytest.fixture(scope="module")

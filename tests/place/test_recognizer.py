@@ -11,6 +11,7 @@ import pytest
 
 from slam.config import PlaceConfig
 from slam.errors import ConfigError, VocabularyError
+from slam.place.factory import make_place_recognizer
 from slam.place.recognizer import (
     BowPlaceDescriptor,
     BowPlaceRecognizer,
@@ -18,7 +19,6 @@ from slam.place.recognizer import (
     PlaceRecognizer,
     default_vocabulary_path,
     load_vocabulary,
-    make_place_recognizer,
 )
 from slam.place.vocabulary import Vocabulary
 from tests.place.synthetic_descriptors import flip_bits, random_descriptors

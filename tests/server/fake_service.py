@@ -1,4 +1,4 @@
-"""A stand-in SLAM service for the viewer tests: XPUB + ROUTER speaking ``server.protocol``.
+"""A stand-in SLAM service for the viewer tests: XPUB + ROUTER speaking ``slam_protocol``.
 
 Also builds a small synthetic run (a camera sliding sideways in front of a coloured wall
 and over a floor) as the messages the real service would publish.
@@ -16,10 +16,12 @@ import cv2
 import numpy as np
 import zmq
 
-from server import protocol
+import slam_protocol as protocol
 from server.security import CurveServerKeys, start_authenticator
 
 FX, CX, CY, WIDTH, HEIGHT = 320.0, 320.0, 240.0, 640, 480
+POLL_MS = 50  # how often the serving thread looks at its stop flag
+JOIN_TIMEOUT_S = 10.0  # the serving thread ends within one poll; this is for a loaded CPU
 
 
 class FakeService:
@@ -27,6 +29,10 @@ class FakeService:
 
     ``snapshot`` is what the ``snapshot`` command returns; ``answer=False`` makes the
     ROUTER swallow requests (a hung service).  ``commands`` records every request.
+
+    The context is the fake's own. The ROUTER belongs to the serving thread, which
+    closes it as it ends; the PUB socket belongs to the test's thread (``publish``,
+    ``wait_subscribed``); :meth:`close` closes it and destroys the context.
     """
 
     def __init__(self, snapshot: dict[str, Any], answer: bool = True,
@@ -50,8 +56,14 @@ class FakeService:
         self._thread.start()
 
     def _serve(self) -> None:
+        try:
+            self._answer_until_stopped()
+        finally:
+            self._router.close(linger=0)
+
+    def _answer_until_stopped(self) -> None:
         while not self._stop.is_set():
-            if not self._router.poll(50):
+            if not self._router.poll(POLL_MS):
                 continue
             frames = self._router.recv_multipart()
             envelope, body = frames[:-1], frames[-1]
@@ -80,13 +92,16 @@ class FakeService:
         return payload
 
     def close(self) -> None:
+        """Stop the thread, close the sockets, destroy the context (on every path)."""
         self._stop.set()
-        self._thread.join()
-        self._pub.close(0)
-        self._router.close(0)
-        if self._auth is not None:
-            self._auth.stop()
-        self._ctx.term()
+        self._thread.join(JOIN_TIMEOUT_S)
+        try:
+            self._pub.close(linger=0)
+            if self._auth is not None:
+                self._auth.stop()
+        finally:
+            self._ctx.destroy(linger=0)  # closes the ROUTER too if its thread is stuck
+        assert not self._thread.is_alive(), "the fake service's thread did not stop"
 
 
 def _bind(sock: zmq.Socket[Any]) -> str:
@@ -202,4 +217,4 @@ def publish_run(service: FakeService, run: SyntheticRun, start: int, stop: int,
     for topic, msg in run.messages(start, stop):
         service.publish(topic, msg)
         if rate_hz > 0 and topic == protocol.TOPIC_POSE:
-            time.sleep(1.0 / rate_hz)
+            time.sleep(1.0 / rate_hz)  # models the camera's frame rate: not a synchronisation

@@ -13,7 +13,7 @@ import numpy as np
 import zmq
 from numpy.typing import NDArray
 
-from server import protocol
+import slam_protocol as protocol
 from server.service import ServiceOptions, SlamService
 from slam.camera import Calibration
 from slam.config import load_config

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ import zmq
 
 from server.cli import build_options, connect_address, endpoint, main, register
 from slam.errors import CalibrationError, ConfigError
-from tests.server.service_helpers import request
+from tests.server.service_helpers import Subscriber, request
 
 REPO = Path(__file__).resolve().parents[2]
 TUM1 = REPO / "datasets" / "calib" / "TUM1.yaml"
@@ -89,14 +88,13 @@ def test_serve_process_replays_then_serves_until_sigterm() -> None:
         assert proc.stdout is not None
         line = proc.stdout.readline()
         assert line.startswith("slam serve: pub tcp://127.0.0.1:"), line
-        cmd = line.split()[5]
-        stats: dict[str, Any] | None = None
-        t_end = time.monotonic() + 60
-        while time.monotonic() < t_end:
-            stats = request(ctx, cmd, {"cmd": "stats"}, 5.0)
-            if stats is not None and stats["finished"]:
-                break
-            time.sleep(0.2)
+        pub, cmd = line.split()[3], line.split()[5]
+        sub = Subscriber(ctx, pub)  # the status topic says when the replay has finished
+        try:
+            assert sub.collect(lambda s: any(m["finished"] for m in s.of("status")), 60)
+        finally:
+            sub.close()
+        stats = request(ctx, cmd, {"cmd": "stats"}, 10.0)
         assert stats is not None and stats["finished"] and stats["frames"] == 12
         assert proc.poll() is None  # still serving after the replay
         proc.send_signal(signal.SIGTERM)

@@ -4,27 +4,40 @@ from __future__ import annotations
 
 import re
 import threading
-import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 import zmq
 
-from server import protocol as proto
+import slam_protocol as proto
 from server.commands import CommandServer, serve_request
 from server.routing import split_envelope
 from slam.errors import MapFileError
 from tests.server.service_helpers import ANY_PORT, request
 
+GATE_TIMEOUT_S = 60.0  # a held handler never outlives its test
 
-def _handlers(calls: list[str]) -> dict[str, Any]:
+
+@dataclass
+class Gate:
+    """Holds the ``snapshot`` handler (a slow one): ``entered`` is set when it starts,
+    and it returns once ``opened`` is."""
+
+    entered: threading.Event = field(default_factory=threading.Event)
+    opened: threading.Event = field(default_factory=threading.Event)
+
+
+def _handlers(calls: list[str], gate: Gate | None = None) -> dict[str, Any]:
     def stats(c: proto.Command) -> dict[str, Any]:
         calls.append("stats")
         return {"frames": 7}
 
     def slow(c: proto.Command) -> dict[str, Any]:
-        time.sleep(0.3)
+        if gate is not None:
+            gate.entered.set()
+            assert gate.opened.wait(GATE_TIMEOUT_S), "the test never opened the gate"
         calls.append("snapshot")
         return {"last_seq": 1}
 
@@ -106,23 +119,32 @@ def test_oversize_requests_get_an_error_reply(
     assert calls == []
 
 
-def test_a_client_killed_mid_request_disturbs_nobody(
-        server: tuple[CommandServer, list[str], zmq.Context[Any]]) -> None:
-    srv, calls, ctx = server
-    doomed = ctx.socket(zmq.DEALER)
-    doomed.connect(srv.endpoint)
-    doomed.send(proto.encode({"cmd": "snapshot"}))  # the handler takes 0.3 s
-    time.sleep(0.05)
-    doomed.close(linger=0)  # gone before its reply
+def test_a_client_killed_mid_request_disturbs_nobody() -> None:
+    ctx: zmq.Context[Any] = zmq.Context()
+    calls: list[str] = []
+    gate = Gate()
+    srv = CommandServer(ctx, ANY_PORT, _handlers(calls, gate), max_bytes=4096)
+    srv.start()
     replies: list[dict[str, Any] | None] = []
     threads = [threading.Thread(target=lambda: replies.append(
         request(ctx, srv.endpoint, {"cmd": "stats"}))) for _ in range(5)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    try:
+        doomed = ctx.socket(zmq.DEALER)
+        doomed.connect(srv.endpoint)
+        doomed.send(proto.encode({"cmd": "snapshot"}))
+        assert gate.entered.wait(10), "the request never reached its handler"
+        doomed.close(linger=0)  # gone before its reply
+        gate.opened.set()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    finally:
+        gate.opened.set()
+        srv.stop()
+        ctx.destroy(linger=0)
     assert replies == [{"v": 1, "ok": True, "frames": 7}] * 5
-    assert "snapshot" in calls
+    assert calls.count("snapshot") == 1
 
 
 def test_after_reply_runs_once_the_reply_is_sent(

@@ -12,7 +12,7 @@ import zmq
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from server import protocol as proto
+import slam_protocol as proto
 from server.service import SlamService
 from tests.server.service_helpers import request, start_service
 
@@ -72,16 +72,19 @@ def ctx() -> Iterator[zmq.Context[Any]]:
     context.destroy(linger=0)
 
 
-_sockets: dict[str, zmq.Socket[Any]] = {}
-
-
-def _dealer(ctx: zmq.Context[Any], endpoint: str) -> zmq.Socket[Any]:
-    if endpoint not in _sockets:
-        sock = ctx.socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.connect(endpoint)
-        _sockets[endpoint] = sock
-    return _sockets[endpoint]
+@pytest.fixture(scope="module")
+def dealers(service: SlamService, ctx: zmq.Context[Any]) -> Iterator[dict[str, zmq.Socket[Any]]]:
+    """One DEALER per service socket (``cmd``, ``ingest``), shared by the examples."""
+    socks: dict[str, zmq.Socket[Any]] = {}
+    try:
+        for name in ("cmd", "ingest"):
+            socks[name] = ctx.socket(zmq.DEALER)
+            socks[name].setsockopt(zmq.LINGER, 0)
+            socks[name].connect(service.endpoints[name])
+        yield socks
+    finally:
+        for sock in socks.values():
+            sock.close()
 
 
 def _exchange(sock: zmq.Socket[Any], parts: list[bytes]) -> dict[str, Any]:
@@ -103,11 +106,11 @@ def _is_command(body: bytes) -> str | None:
 
 @FUZZ
 @given(body=bodies)
-def test_commands_socket_answers_every_message(service: SlamService, ctx: zmq.Context[Any],
+def test_commands_socket_answers_every_message(dealers: dict[str, zmq.Socket[Any]],
                                                body: bytes) -> None:
     cmd = _is_command(body)
     assume(cmd is None or cmd in SAFE_COMMANDS)
-    reply = _exchange(_dealer(ctx, service.endpoints["cmd"]), [body])
+    reply = _exchange(dealers["cmd"], [body])
     assert reply["ok"] is (cmd is not None)
     if cmd is None:
         assert isinstance(reply["error"], str) and reply["error"]
@@ -115,27 +118,28 @@ def test_commands_socket_answers_every_message(service: SlamService, ctx: zmq.Co
 
 @FUZZ
 @given(body=bodies)
-def test_ingestion_socket_answers_every_message(service: SlamService, ctx: zmq.Context[Any],
+def test_ingestion_socket_answers_every_message(dealers: dict[str, zmq.Socket[Any]],
                                                 body: bytes) -> None:
-    reply = _exchange(_dealer(ctx, service.endpoints["ingest"]), [body])
+    reply = _exchange(dealers["ingest"], [body])
     assert reply["ok"] is False and reply["error"] and isinstance(reply["seq"], int)
 
 
 @FUZZ
 @given(parts=st.lists(st.binary(max_size=64), min_size=2, max_size=5))
-def test_multipart_junk_is_refused(service: SlamService, ctx: zmq.Context[Any],
+def test_multipart_junk_is_refused(dealers: dict[str, zmq.Socket[Any]],
                                    parts: list[bytes]) -> None:
     for name in ("cmd", "ingest"):
-        reply = _exchange(_dealer(ctx, service.endpoints[name]), parts)
+        reply = _exchange(dealers[name], parts)
         assert reply["ok"] is False
 
 
 def test_a_flood_of_garbage_is_answered_in_full_and_the_service_lives_on(
-        service: SlamService, ctx: zmq.Context[Any]) -> None:
+        service: SlamService, ctx: zmq.Context[Any],
+        dealers: dict[str, zmq.Socket[Any]]) -> None:
     n = 2000
     junk = [bytes([i % 256]) * (i % 97) + b"\xc1" for i in range(n)]
     for name in ("cmd", "ingest"):
-        sock = _dealer(ctx, service.endpoints[name])
+        sock = dealers[name]
         for body in junk:  # pipelined: all sent before any reply is read
             sock.send(body)
         replies = 0

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import zmq
 
-from server import protocol as proto
+import slam_protocol as proto
 from server.frames import FrameQueue
 from server.ingest import (
     FrameError,

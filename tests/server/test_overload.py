@@ -17,7 +17,7 @@ import pytest
 import zmq
 
 import server.ingest
-from server import protocol
+import slam_protocol as protocol
 from tests.server.service_helpers import (
     ingest_message,
     request,

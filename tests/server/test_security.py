@@ -14,8 +14,8 @@ import zmq
 import zmq.auth
 from zmq.utils import z85
 
+import slam_protocol as proto
 from server import cli
-from server import protocol as proto
 from server.security import (
     VIEWER_TOKEN_LABEL,
     CurveClientKeys,

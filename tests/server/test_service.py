@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import zmq
 
-from server import protocol
+import slam_protocol as protocol
 from server.service import SlamService
 from slam.errors import ConfigError
 from slam.geometry.conventions import q_xyzw_to_rotation
@@ -132,9 +132,9 @@ def test_snapshot_matches_the_published_map_keyframes_and_trajectory(ctx: zmq.Co
         assert sorted(rebuilt) == ids.tolist() and len(ids) > 500 and rgb.shape == xyz.shape
         assert np.array_equal(np.array([rebuilt[i] for i in ids.tolist()]), xyz)
         # ... and agree with the map within the publishing threshold.
-        store = svc._system.map.store
-        assert np.all(store.alive_mask(ids))
-        assert np.abs(store.get("xyz", ids) - xyz).max() <= 0.0051
+        now = svc._system.snapshot(points=True)
+        assert now.point_ids.tolist() == ids.tolist()
+        assert np.abs(now.point_xyz - xyz).max() <= 0.0051
 
         # Keyframes: every keyframe of the snapshot was announced on the keyframe topic.
         announced = {k["id"] for k in sub.of("keyframe") if not k["moved"]}
@@ -281,11 +281,16 @@ def test_pause_save_reset_load_and_shutdown(ctx: zmq.Context[Any], tmp_path: Pat
         assert request(ctx, cmd, {"cmd": "resume"})["ok"]  # type: ignore[index]
         assert sub.collect(lambda s: len(s.of("pose")) >= 15, 30.0)
         assert request(ctx, cmd, {"cmd": "pause"})["ok"]  # type: ignore[index]
-        time.sleep(0.2)
-        before = request(ctx, cmd, {"cmd": "stats"})
-        time.sleep(0.4)
+        k = len(sub.of("status"))  # paused: the frame count stops (a frame in flight ends)
+
+        def still(s: Subscriber) -> bool:
+            last = s.of("status")[k:][-3:]
+            return len(last) == 3 and all(m["paused"] for m in last) \
+                and len({m["frames"] for m in last}) == 1
+
+        assert sub.collect(still, 30.0)
         after = request(ctx, cmd, {"cmd": "stats"})
-        assert before and after and before["frames"] == after["frames"] and after["paused"]
+        assert after and after["paused"] and after["frames"] == sub.of("status")[-1]["frames"]
 
         saved = request(ctx, cmd, {"cmd": "save_map", "name": "room"})
         assert saved == {"v": 1, "ok": True, "name": "room", "state": "saving"}

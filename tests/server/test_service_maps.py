@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import zmq
 
-from slam.map import persistence
+import slam.system
 from tests.server.service_helpers import (
     ListSource,
     Subscriber,
@@ -138,13 +138,13 @@ def test_a_flood_of_saves_is_rate_limited_and_tracking_goes_on(
     (while it is held up here, frames keep being tracked) and the rest of the flood is
     refused (a save in progress, or too soon after the last one)."""
     gate = threading.Event()
-    encode = persistence.encode_snapshot
+    encode = slam.system.encode_snapshot
 
     def held_encode(*args: Any, **kwargs: Any) -> Any:
         assert gate.wait(60)
         return encode(*args, **kwargs)
 
-    monkeypatch.setattr(persistence, "encode_snapshot", held_encode)
+    monkeypatch.setattr(slam.system, "encode_snapshot", held_encode)
     frames, calibration, _ = synthetic_run()
     svc = start_service(ListSource(frames, calibration), map_dir=tmp_path, paused=True,
                         realtime=True)

@@ -13,6 +13,7 @@ rebound DNS name (Chromium maps ``evil.example`` to 127.0.0.1 here), gets 403.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import re
@@ -64,7 +65,8 @@ class DevTools:
     """A minimal DevTools-protocol client for one page target."""
 
     def __init__(self, ws_url: str) -> None:
-        self.ws: ClientConnection = connect(ws_url, max_size=None)
+        self._stack = contextlib.ExitStack()  # websockets wants connect() as a context
+        self.ws: ClientConnection = self._stack.enter_context(connect(ws_url, max_size=None))
         self.next_id = 0
         self.events: list[dict[str, Any]] = []
 
@@ -100,7 +102,7 @@ class DevTools:
         return out
 
     def close(self) -> None:
-        self.ws.close()
+        self._stack.close()
 
 
 @pytest.fixture
@@ -143,13 +145,23 @@ def _devtools_port(active_port: Path, proc: subprocess.Popen[bytes], log_path: P
             raise RuntimeError(f"chromium exited: {log_path.read_text(errors='replace')[-2000:]}")
         if active_port.is_file() and active_port.read_text().strip():
             return int(active_port.read_text().split()[0])
-        time.sleep(0.05)
+        time.sleep(0.05)  # a file Chromium writes: nothing to wait on but the file itself
     raise TimeoutError("chromium did not open its DevTools port")
+
+
+def next_frames(tools: DevTools, n: int = 1) -> None:
+    """Wait until the page has drawn ``n`` more animation frames (the page's own clock,
+    no sleep here); a page navigating meanwhile ends the wait early."""
+    script = (f"new Promise(r => {{ let k = {n}; const f = () => --k > 0 ? "
+              "requestAnimationFrame(f) : r(0); requestAnimationFrame(f); })")
+    with contextlib.suppress(RuntimeError):  # the execution context went with a navigation
+        tools.call("Runtime.evaluate", expression=script, awaitPromise=True)
 
 
 def wait_for(tools: DevTools, condition: Callable[[dict[str, Any]], bool],
              timeout: float = 15.0) -> dict[str, Any]:
-    """Poll ``window.viewerState`` until ``condition`` holds; returns the last state."""
+    """Read ``window.viewerState`` after each drawn frame until ``condition`` holds;
+    returns the last state."""
     deadline = time.monotonic() + timeout
     state: dict[str, Any] = {}
     while time.monotonic() < deadline:
@@ -157,7 +169,7 @@ def wait_for(tools: DevTools, condition: Callable[[dict[str, Any]], bool],
         state = json.loads(raw) if raw else {}
         if state and condition(state):
             return state
-        time.sleep(0.1)
+        next_frames(tools)
     raise AssertionError(f"viewer state never got there: {state}; errors: {tools.errors()}")
 
 
@@ -225,7 +237,7 @@ def test_viewer_draws_the_fake_service(browser: DevTools, fake_bridge: Any,
     service.publish("loop", run.loop(5, 0))
     state = wait_for(browser, lambda s: s["snapshots"] >= 2 and s["loops"] == 1)
     assert state["poses"] == 60 and state["points"] == n_points and state["errors"] == 0
-    time.sleep(0.3)  # a few animation frames
+    next_frames(browser, 5)  # the scene as drawn after that state
     check_drawn(browser, screenshot(browser, tmp_path))
     assert browser.errors() == []
 
@@ -265,7 +277,7 @@ def _viewer_url(proc: subprocess.Popen[bytes], log_path: Path, timeout: float = 
             return match.group(1)
         if proc.poll() is not None:
             raise RuntimeError(f"slam serve exited {proc.returncode}:\n{text[-3000:]}")
-        time.sleep(0.1)
+        time.sleep(0.1)  # a log another process writes: nothing to wait on but the file
     raise TimeoutError(f"slam serve printed no viewer URL:\n{log_path.read_text()[-3000:]}")
 
 
@@ -284,7 +296,7 @@ def test_viewer_draws_slam_serve(browser: DevTools, slam_serve: str, tmp_path: P
     assert state["poses"] >= 0.8 * status["tracked_frames"] and state["poses"] >= 20
     assert state["points"] >= 100 and state["keyframes"] >= 2
     assert state["lastState"] == "tracking"
-    time.sleep(0.3)
+    next_frames(browser, 5)  # the scene as drawn after that state
     check_drawn(browser, screenshot(browser, tmp_path))
     assert browser.errors() == []
 
@@ -384,7 +396,7 @@ def test_page_of_another_origin_is_refused(browser: DevTools, fake_bridge: Any,
     events: list[str] = []
     while not any(e.startswith("close") for e in events) and time.monotonic() < deadline:
         events = browser.evaluate("window.result ? window.result.events : []") or []
-        time.sleep(0.1)
+        next_frames(browser)
     assert "open" not in events and "message" not in events and "close 1006" in events, events
     log_text = " ".join(browser.errors())
     assert 403 in _handshake_statuses(browser) or "403" in log_text, (events, log_text)
@@ -402,7 +414,7 @@ def test_dns_rebinding_gets_403(browser: DevTools, fake_bridge: Any) -> None:
         statuses = [int(e["params"]["response"]["status"]) for e in browser.events
                     if e.get("method") == "Network.responseReceived"
                     and e["params"].get("type") == "Document"]
-        time.sleep(0.1)
+        next_frames(browser)
     assert statuses == [403]
     assert "Host not allowed" in browser.evaluate("document.body.innerText")
     assert browser.evaluate("typeof window.viewerState") == "undefined"

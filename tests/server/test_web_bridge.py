@@ -7,7 +7,6 @@ import http.client
 import json
 import os
 import socket
-import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -16,7 +15,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 from websockets.typing import Origin
 
-from server import protocol, web_access, web_bridge
+import slam_protocol as protocol
+from server import web_access, web_bridge
 from server.security import CurveClientKeys, CurveServerKeys, viewer_token
 from server.web_bridge import ClientQueue, frame_message, start_bridge
 from slam.errors import ConfigError
@@ -216,13 +216,12 @@ def test_slow_browser_does_not_block_the_others(bridge: web_bridge.BridgeHandle,
     n = 90  # 22 MiB: far more than the socket buffers and the (here) 2 MiB queue limit
     with connect(ws_url(bridge), max_size=None) as fast:
         assert receive(fast)[0] == "snapshot"
-        t0 = time.monotonic()
-        for i in range(n):  # lockstep: the fast browser never falls behind
+        # Lockstep: the fast browser never falls behind. A bridge blocked by the stalled
+        # browser would miss receive's deadline here (no wall-clock bound on the whole).
+        for i in range(n):
             sent = service.publish("map", {"seq": i, "added": {}, "moved": {}, "removed": {},
                                            "pad": blob})
             assert receive(fast) == ("map", sent)
-        elapsed = time.monotonic() - t0
-    assert elapsed < 10.0
     # The stalled browser, once it reads, gets what was in flight, then a resync.
     topics = _read_topics(stalled, until=("bridge", "snapshot"))
     stalled.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from slam.config import load_config
 from slam.eval.metrics import ate
@@ -11,6 +12,7 @@ from slam.replay import run_offline
 from slam.synthetic.source import make_synthetic_source
 
 
+@pytest.mark.slow
 def test_a_kidnapped_camera_relocalises_in_the_map_without_loop_closing() -> None:
     # Frames 0-179 map most of the room; 10 black frames; then the camera reappears
     # at frame 330 (lap 2, 30 frames past the start: a mapped place, 150 frames away).

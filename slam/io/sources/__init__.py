@@ -10,11 +10,18 @@
 ``synthetic:KIND`` rendered room along a known trajectory (mono, stereo, rgbd);
                    KIND is loop, forward or sideways, options ``?n_frames=&seed=``
 =================  ==========================================================
+
+The first six are built in. Other schemes come from the ``slam.sources`` entry-point
+group (``scheme = "module:opener"``, an :data:`Opener`), so a companion package can add a
+source without the runtime importing it: ``synthetic:`` is declared so in
+``pyproject.toml`` (:func:`slam.synthetic.source.open_synthetic`) and its renderer is
+imported only when such a URI is opened.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from importlib.metadata import entry_points
 from pathlib import Path
 
 from slam.errors import DataSourceError
@@ -43,9 +50,13 @@ __all__ = [
     "VideoSource",
     "WebcamSource",
     "open_source",
+    "source_schemes",
 ]
 
 Opener = Callable[[str, str, "str | Path | None", "float | None"], FrameSource]
+"""``(argument, sensor, calib_path, fps) -> FrameSource``: opens ``scheme:argument``."""
+
+SOURCE_PLUGIN_GROUP = "slam.sources"
 
 _OPENERS: dict[str, Opener] = {
     "tum": lambda arg, sensor, calib, fps: TumSource(arg, sensor, calib),
@@ -54,14 +65,24 @@ _OPENERS: dict[str, Opener] = {
     "video": lambda arg, sensor, calib, fps: VideoSource(arg, sensor, calib, fps),
     "images": lambda arg, sensor, calib, fps: ImageFolderSource(arg, sensor, calib, fps),
     "webcam": lambda arg, sensor, calib, fps: WebcamSource(_device(arg), sensor, calib),
-    "synthetic": lambda arg, sensor, calib, fps: _synthetic("synthetic:" + arg, sensor),
 }
 
 
-def _synthetic(uri: str, sensor: str) -> FrameSource:
-    from slam.synthetic.source import parse_synthetic_uri  # renderer only when asked for
+def _opener(scheme: str) -> Opener | None:
+    """The built-in opener of ``scheme``, else the one an installed package declares in
+    the ``slam.sources`` entry-point group (imported now), else None."""
+    if scheme in _OPENERS:
+        return _OPENERS[scheme]
+    for ep in entry_points(group=SOURCE_PLUGIN_GROUP, name=scheme):
+        opener: Opener = ep.load()
+        return opener
+    return None
 
-    return parse_synthetic_uri(uri, sensor)
+
+def source_schemes() -> list[str]:
+    """Every scheme :func:`open_source` knows: the built-in ones, then the declared ones."""
+    declared = sorted({ep.name for ep in entry_points(group=SOURCE_PLUGIN_GROUP)})
+    return [*_OPENERS, *(s for s in declared if s not in _OPENERS)]
 
 
 def _device(arg: str) -> int:
@@ -83,10 +104,12 @@ def open_source(
     ``sensor``, :class:`CalibrationError` when no calibration can be found.
     """
     scheme, sep, arg = uri.partition(":")
-    if not sep or scheme not in _OPENERS:
+    opener = _opener(scheme) if sep else None
+    if opener is None:
         raise DataSourceError(
-            f"unknown source {uri!r}; use one of " + ", ".join(f"{s}:..." for s in _OPENERS)
+            f"unknown source {uri!r}; use one of "
+            + ", ".join(f"{s}:..." for s in source_schemes())
         )
     if not arg:
         raise DataSourceError(f"source {uri!r} names no path or device")
-    return _OPENERS[scheme](arg, sensor, calib_path, fps)
+    return opener(arg, sensor, calib_path, fps)

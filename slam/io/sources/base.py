@@ -18,12 +18,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from slam.camera.pinhole import Calibration
+from slam.config import SENSORS
 from slam.errors import DataSourceError, ImageError, SensorError
 from slam.io.types import SensorFrame, Trajectory
 
 log = logging.getLogger(__name__)
 
-SENSORS = frozenset({"mono", "stereo", "rgbd"})
 
 
 class FrameSource(ABC):

@@ -1,4 +1,8 @@
-"""Accuracy of a reconstruction against exact planar surfaces (the synthetic room's quads)."""
+"""Accuracy of a reconstruction against exact planar surfaces (the synthetic room's quads).
+
+Test and benchmark tooling (``tests/dense``, ``benchmarks/bench_dense.py``): it measures a
+mesh or point cloud against the room the renderer drew, so it lives with the renderer.
+"""
 
 from __future__ import annotations
 

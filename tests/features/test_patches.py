@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from slam.learn.patches import (
+from slam.features.patches import (
     PatchSampler,
     patch_offsets,
     standardize,

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from slam.errors import MapFileError
-from slam.map import file_io
+from slam.io import files as file_io
 from slam.map.map import Map
 from slam.map.persistence import load_map, save_map
 from tests.map.test_persistence import (
@@ -138,10 +138,10 @@ def _kill_saver(target: Path, when: str, rng: np.random.Generator) -> None:
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
         deadline = time.monotonic() + 20.0
-        if when == "mid_write":
+        if when == "mid_write":  # a short window: watched without a pause (no event for it)
             while not any(p.suffix == ".tmp" for p in target.parent.iterdir()):
                 assert time.monotonic() < deadline, "the saver never wrote a temporary file"
-        else:
+        else:  # a random moment to kill it: the sleep picks it, it waits for nothing
             time.sleep(float(rng.uniform(0.0, 0.6)))
     finally:
         proc.send_signal(signal.SIGKILL)

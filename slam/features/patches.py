@@ -10,7 +10,9 @@ The sampler can write each patch directly in the space-to-depth layout the runti
 network takes, ``(N, r*r, S/r, S/r)`` with channel ``dy*r + dx`` holding pixel
 ``(i*r + dy, j*r + dx)`` (PyTorch's ``pixel_unshuffle``), so no reshuffle is needed.
 
-No torch here: the SLAM process uses this module at run time.
+The learned descriptor (:mod:`slam.features.learned`) samples its input here at run
+time and the training companion (:mod:`slam.learn`) builds its training patches with the
+same code, so both see the same patches. numpy and OpenCV only.
 """
 
 from __future__ import annotations

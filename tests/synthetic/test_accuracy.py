@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from slam.dense.accuracy import distance_to_quads, surface_error
+from slam.synthetic.accuracy import distance_to_quads, surface_error
 from slam.synthetic.scene import Quad
 
 FLOOR = Quad(np.zeros(3), np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0]), 2.0, 1.0,
