@@ -170,3 +170,20 @@ def fake_error_run(
             *argv,
         ]
     )
+
+
+def real_run(tmp_path: Path, source: str, sensor: str, *argv: str) -> int:
+    return main(
+        [
+            "-q",
+            "run",
+            "--source",
+            source,
+            "--sensor",
+            sensor,
+            "--out",
+            str(tmp_path / "out" / "t.txt"),
+            "--no-progress",
+            *argv,
+        ]
+    )

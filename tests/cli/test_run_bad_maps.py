@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.cli.test_run import assert_one_error_line, real_run
+from tests.cli.run_fakes import assert_one_error_line, real_run
 from tests.map.map_edit import MapParts, edit
 
 SOURCE = "synthetic:sideways?n=12"

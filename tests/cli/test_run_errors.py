@@ -21,6 +21,7 @@ from tests.cli.run_fakes import (
     assert_one_error_line,
     fake_error_run,
     ground_truth,
+    real_run,
     run_fake,
     use_source,
 )
@@ -116,23 +117,6 @@ def make_tum_folder(root: Path, n: int = 3, corrupt: int | None = None) -> Path:
     for name, lines in (("rgb.txt", rgb), ("depth.txt", depth), ("groundtruth.txt", gt)):
         (folder / name).write_text("\n".join(lines) + "\n")
     return folder
-
-
-def real_run(tmp_path: Path, source: str, sensor: str, *argv: str) -> int:
-    return main(
-        [
-            "-q",
-            "run",
-            "--source",
-            source,
-            "--sensor",
-            sensor,
-            "--out",
-            str(tmp_path / "out" / "t.txt"),
-            "--no-progress",
-            *argv,
-        ]
-    )
 
 
 @pytest.mark.parametrize(

@@ -117,7 +117,9 @@ def browser(tmp_path: Path) -> Iterator[DevTools]:
             f"--host-resolver-rules=MAP {REBOUND_NAME} 127.0.0.1",
             f"--user-data-dir={profile}", "--remote-debugging-port=0", "about:blank"]
     with log_path.open("wb") as log:
-        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        # Chromium's singleton sockets go under TMPDIR: this test's folder, not /tmp.
+        env = {**os.environ, "TMPDIR": str(tmp_path)}
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
         port = _devtools_port(profile / "DevToolsActivePort", proc, log_path)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=5) as r:
