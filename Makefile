@@ -48,11 +48,16 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check slam slam_protocol server clients tests benchmarks
 	$(VENV)/bin/mypy
 
-# Every test, as CI runs them (the order shuffled by pytest-randomly; its seed is printed).
+# Every test, as CI runs them, in an order shuffled by pytest-randomly: the seed is printed
+# first (pytest -q hides the plugin's own line); `make test SEED=n` repeats an order.
 # PYTEST_ARGS adds options: `make test PYTEST_ARGS='-m "not slow"'` is the fast subset.
 PYTEST_ARGS ?=
+ifndef SEED
+SEED := $(shell od -An -N4 -tu4 /dev/urandom | tr -d ' ')
+endif
 test: $(STAMP) $(EXTRAS) lint
-	$(PY) -m pytest -n 2 --dist loadfile -q $(PYTEST_ARGS) tests
+	@echo "test order: --randomly-seed=$(SEED)"
+	$(PY) -m pytest -n 2 --dist loadfile -q --randomly-seed=$(SEED) $(PYTEST_ARGS) tests
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run_matrix --runs 3 --out results
