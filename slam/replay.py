@@ -35,6 +35,7 @@ from slam.io.sources.base import BoundedReader, FrameSource
 from slam.io.timestamps import TimestampGuard
 from slam.io.types import Trajectory
 from slam.map.map import Map
+from slam.status import SystemStatus
 from slam.system import SlamSystem
 from slam.tracking.state import TrackState
 
@@ -139,6 +140,8 @@ class _Tally:
     n_read: int = 0
     n_tracked: int = 0
     n_lost: int = 0
+    n_keyframes: int = 0  # inserted (culling not subtracted): the progress bar's count
+    relocalized: list[int] = field(default_factory=list)  # frame ids
 
 
 def run_offline(
@@ -180,9 +183,7 @@ def run_offline(
             raise
         stopped, error = DATA_ERROR, exc
     finally:
-        system.finish(final_ba=stopped == COMPLETED)  # an early stop stays short
-        if stopped != COMPLETED:
-            system.dense.close()
+        system.finish(final_ba=stopped == COMPLETED)  # an early stop stays short (no mesh)
     assert stopped is not None
     guard.warn()
     if stopped != COMPLETED:
@@ -193,12 +194,13 @@ def run_offline(
         else:
             log.warning("map not saved to %s: the replay did not complete", save_map)
     wall = time.perf_counter() - t0
-    dense_result = system.dense.finish()
-    stats = _stats(system, tally, guard, wall, dense_result)
+    dense_result = system.dense_mesh()
+    loops = list(system.snapshot().loops)
+    stats = _stats(system.status(), tally, guard, wall, dense_result)
     stats |= {"stopped": stopped, "completed": stopped == COMPLETED,
               "frames_read": tally.n_read}
     return RunResult(system.trajectory(), stats, np.array(tally.track_ms), tally.states,
-                     list(system.tracker.relocalized_frames), system.loop_events, dense_result,
+                     tally.relocalized, loops, dense_result,
                      stopped, error, tally.n_read)
 
 
@@ -225,8 +227,10 @@ def _replay(
                     tally.n_tracked += 1
                 elif res.state == TrackState.LOST:
                     tally.n_lost += 1
-                bar.set_postfix(state=res.state.value, kf=system.map.n_keyframes(),
-                                refresh=False)
+                tally.n_keyframes += res.is_keyframe
+                if res.relocalized:
+                    tally.relocalized.append(res.frame_id)
+                bar.set_postfix(state=res.state.value, kf=tally.n_keyframes, refresh=False)
                 if stop.is_set():
                     break
         finally:
@@ -234,12 +238,11 @@ def _replay(
 
 
 def _stats(
-    system: SlamSystem, tally: _Tally, guard: TimestampGuard, wall: float,
+    status: SystemStatus, tally: _Tally, guard: TimestampGuard, wall: float,
     dense_result: DenseResult | None,
 ) -> dict[str, Any]:
     """The statistics of a replay (counts, timings, map size, skipped frames)."""
     ms = np.array(tally.track_ms)
-    mapper = system.mapper
     n_frames = len(tally.track_ms)
     stats: dict[str, Any] = {
         "frames": n_frames,
@@ -248,18 +251,18 @@ def _stats(
         "frames_duplicate_stamp": guard.counts.duplicate,
         "frames_out_of_order": guard.counts.out_of_order,
         "frames_invalid_stamp": guard.counts.invalid,
-        "keyframes": system.map.n_keyframes(),
-        "map_points": system.map.n_points(),
+        "keyframes": status.keyframes,
+        "map_points": status.map_points,
         "wall_s": wall,
         "fps": n_frames / wall if wall > 0 else 0.0,
         "track_ms_median": float(np.median(ms)) if len(ms) else 0.0,
         "track_ms_p95": float(np.percentile(ms, 95)) if len(ms) else 0.0,
         "track_ms_p99": float(np.percentile(ms, 99)) if len(ms) else 0.0,
-        "local_ba_ms_median": float(np.median(mapper.ba_ms)) if mapper and mapper.ba_ms else 0.0,
-        "keyframe_ms_median": float(np.median(mapper.kf_ms)) if mapper and mapper.kf_ms else 0.0,
-        "loops_closed": len(system.loop_events),
-        "relocalisations": system.tracker.relocalizations,
-        "maps": system.n_maps,
+        "local_ba_ms_median": status.local_ba_ms_median,
+        "keyframe_ms_median": status.keyframe_ms_median,
+        "loops_closed": status.loops_closed,
+        "relocalisations": status.relocalisations,
+        "maps": status.maps,
     }
     if dense_result is not None:
         stats |= {"dense_keyframes": dense_result.n_keyframes,

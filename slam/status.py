@@ -19,7 +19,9 @@ from slam.io.types import Trajectory
 class SystemStatus:
     """Counts of the system now: keyframes and map points of the live map, loops
     closed, relocalisations, maps started, keyframes waiting for local mapping and for
-    loop detection, and poses that left the bounded trajectory."""
+    loop detection, poses that left the bounded trajectory, and the median time (ms)
+    of local mapping's bundle adjustment and of its whole keyframe step (0 before
+    the first; the newest keyframes only)."""
 
     keyframes: int
     map_points: int
@@ -29,6 +31,8 @@ class SystemStatus:
     mapping_queue: int
     loop_queue: int
     poses_dropped: int
+    local_ba_ms_median: float = 0.0
+    keyframe_ms_median: float = 0.0
 
 
 @dataclass(frozen=True)

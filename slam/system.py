@@ -31,7 +31,7 @@ import numpy as np
 
 from slam.camera import Calibration
 from slam.config import Sensor, SlamConfig
-from slam.dense.worker import DenseOptions, start_dense
+from slam.dense.worker import DenseOptions, DenseResult, start_dense
 from slam.events import (
     Event,
     EventBus,
@@ -107,6 +107,7 @@ class SlamSystem:
         cfg, calib, sensor = self.cfg, self.calib, self.sensor
         self.map = initial_map or Map(cfg.features.scale_factor, cfg.features.n_levels)
         self.dense = start_dense(self.map, calib, sensor, self._dense_options)
+        self._dense_dropped = False
         scale_factors = cfg.features.scale_factor ** np.arange(cfg.features.n_levels)
         self.place = make_place_recognizer(cfg.place)
         self.mapper: LocalMapper | None = None
@@ -260,13 +261,15 @@ class SlamSystem:
     def status(self) -> SystemStatus:
         """The counts of the system now."""
         mapper, closer = self.mapper, self.loop_closer
+        ba_ms, kf_ms = mapper.timing_medians() if mapper is not None else (0.0, 0.0)
         return SystemStatus(
             keyframes=self.map.n_keyframes(), map_points=self.map.n_points(),
             loops_closed=len(self.loop_events),
             relocalisations=int(self.tracker.relocalizations), maps=self.n_maps,
             mapping_queue=mapper.queue_depth() if mapper is not None else 0,
             loop_queue=closer.queue_depth() if closer is not None else 0,
-            poses_dropped=self.poses.dropped)
+            poses_dropped=self.poses.dropped,
+            local_ba_ms_median=ba_ms, keyframe_ms_median=kf_ms)
 
     def snapshot(self, points: bool = False) -> SystemSnapshot:
         """Keyframes, trajectory and loops now; with ``points`` the map points too (with
@@ -309,7 +312,11 @@ class SlamSystem:
 
     def finish(self, final_ba: bool = True) -> None:
         """Let local mapping and loop closing catch up, stop them, then a final global BA
-        (``final_ba=False`` leaves it out, to stop quickly)."""
+        (``final_ba=False`` leaves it out and stops dense fusion without a mesh, to stop
+        quickly)."""
+        if not final_ba:
+            self._dense_dropped = True
+            self.dense.close()
         if self.mapper is not None:
             self.flush()
             self.mapper.stop()
@@ -321,6 +328,15 @@ class SlamSystem:
                                          float(self.calib.stereo_bf or 0.0), n_iter)
                 self._emit("global bundle adjustment")
         self.tracker.close()
+
+    def dense_mesh(self) -> DenseResult | None:
+        """After :meth:`finish`: fuse what dense mapping has pending with the final poses
+        and write the mesh; None without ``dense``, after ``finish(final_ba=False)`` or
+        when the dense worker failed (logged)."""
+        if self._dense_dropped:
+            return None
+        self._dense_dropped = True
+        return self.dense.finish()
 
     def close(self) -> None:
         """Stop local mapping, loop closing, tracking's workers and the dense worker,

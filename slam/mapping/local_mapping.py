@@ -56,8 +56,10 @@ class LocalMapper(KeyframeWorker):
         self._points_ready = threading.Event()
         self._points_ready.set()
         self._recent: list[int] = []
-        self.ba_ms: collections.deque[float] = collections.deque(maxlen=TIMINGS_KEPT)
-        self.kf_ms: collections.deque[float] = collections.deque(maxlen=TIMINGS_KEPT)
+        # The newest timings (ms), appended by the thread, read by timing_medians().
+        self._ba_ms: collections.deque[float] = collections.deque(maxlen=TIMINGS_KEPT)
+        self._kf_ms: collections.deque[float] = collections.deque(maxlen=TIMINGS_KEPT)
+        self._timings_lock = threading.Lock()
         self.work_lock = threading.RLock()
         self.on_done = on_done
         self.start()
@@ -120,13 +122,22 @@ class LocalMapper(KeyframeWorker):
                 if lp is not None:
                     tb = time.perf_counter()
                     if run_local_ba(self.map, lp, self.abort_flag, self.cfg.local_ba_iterations):
-                        self.ba_ms.append((time.perf_counter() - tb) * 1e3)
+                        with self._timings_lock:
+                            self._ba_ms.append((time.perf_counter() - tb) * 1e3)
             # Culling always: a mapper that never catches up (a live camera faster than
             # mapping) would otherwise keep every keyframe and grow without bound.
             culled = cull_keyframes(self.map, kf_id, self.cfg.cull_redundant_ratio,
                                     self.close_depth if self.sensor != "mono" else None)
-        self.kf_ms.append((time.perf_counter() - t0) * 1e3)
+        with self._timings_lock:
+            self._kf_ms.append((time.perf_counter() - t0) * 1e3)
         return culled
+
+    def timing_medians(self) -> tuple[float, float]:
+        """Median ms of the local BA and of the whole keyframe step (0 before any)."""
+        with self._timings_lock:
+            ba, kf = np.array(self._ba_ms), np.array(self._kf_ms)
+        return (float(np.median(ba)) if len(ba) else 0.0,
+                float(np.median(kf)) if len(kf) else 0.0)
 
     def _link_keyframe(self, kf_id: int) -> None:
         with self.map.lock:

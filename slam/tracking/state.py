@@ -21,7 +21,8 @@ class TrackState(Enum):
 class TrackResult:
     """What tracking says about one frame. ``T_world_cam`` (4x4) is None when not tracked;
     ``uv_tracked`` (K, 2): ideal pixels of the keypoints matched to map points (inliers),
-    empty when not tracked."""
+    empty when not tracked; ``relocalized``: tracking was lost and this frame found its
+    pose again (place recognition or the local map)."""
 
     frame_id: int
     timestamp: float
@@ -31,3 +32,4 @@ class TrackResult:
     is_keyframe: bool
     track_ms: float
     uv_tracked: NDArray[np.float64] = field(default_factory=lambda: np.zeros((0, 2)))
+    relocalized: bool = False

@@ -88,7 +88,6 @@ class Tracker:
         self._frame_counter = 0
         self._recovered_at = -10
         self.relocalizations = 0
-        self.relocalized_frames: list[int] = []
         self._last_T_cam_ref: tuple[int, NDArray[np.float64]] | None = None
         self._map_corrected = False
 
@@ -140,7 +139,8 @@ class Tracker:
         tracked = ok and frame.T_cam_world is not None
         pose = frame.T_world_cam if tracked else None
         uv = frame.uv[(frame.point_ids >= 0) & ~frame.outlier] if tracked else np.zeros((0, 2))
-        return TrackResult(fid, sf.timestamp, self.state, pose, self.n_inliers, is_kf, ms, uv)
+        return TrackResult(fid, sf.timestamp, self.state, pose, self.n_inliers, is_kf, ms, uv,
+                           relocalized=tracked and self._recovered_at == fid)
 
     def _after_success(self, frame: Frame) -> None:
         if self.last_frame is not None and self.last_frame.T_cam_world is not None:
@@ -344,7 +344,6 @@ class Tracker:
         if ok:
             self._recovered_at = frame.id
             self.relocalizations += 1
-            self.relocalized_frames.append(frame.id)
         return ok
 
     def _recover_local(self, frame: Frame) -> bool:
