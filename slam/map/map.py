@@ -173,12 +173,10 @@ class Map:
         """Arrays of the given points that still exist, in the order given (erased ones
         are skipped)."""
         with self.lock:
-            st = self.store
-            ids = st.alive_ids(np.fromiter(pids, np.int64) if not isinstance(pids, np.ndarray)
-                               else pids)
-            return PointArrays(ids, st.get("xyz", ids), st.get("desc", ids),
-                               st.get("normal", ids), st.get("min_dist", ids),
-                               st.get("max_dist", ids))
+            ids, (xyz, desc, normal, min_dist, max_dist) = self.store.gather(
+                np.fromiter(pids, np.int64) if not isinstance(pids, np.ndarray) else pids,
+                ("xyz", "desc", "normal", "min_dist", "max_dist"))
+            return PointArrays(ids, xyz, desc, normal, min_dist, max_dist)
 
     def reference_observations(self, pids: NDArray[np.int64]) -> ReferenceObservations:
         """Where each of ``pids`` (N,) was seen in its reference keyframe; points that are

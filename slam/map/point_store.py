@@ -11,11 +11,13 @@ reads and writes its numeric fields here.
 
 The arrays live in one table object that is replaced whole when rows move (growth,
 compaction), so a reader without the map lock sees one consistent table; writers hold
-the map lock.
+the map lock. One point's row is a dictionary lookup (``MapPoint`` reads its fields one
+by one in mapping's inner loops); many points' rows are one ``searchsorted``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -31,7 +33,8 @@ COMPACT_MIN_DEAD = 4096  # erased rows are dropped once there are this many and 
 
 
 class _Table:
-    """Rows ``[0, n)``: ``ids`` ascending, ``alive``, and one array per field."""
+    """Rows ``[0, n)``: ``ids`` ascending, ``alive``, one array per field, and ``index``
+    (id -> row) for single lookups."""
 
     def __init__(self, capacity: int) -> None:
         self.n = 0
@@ -39,6 +42,18 @@ class _Table:
         self.alive = np.zeros(capacity, bool)
         self.cols = {name: np.zeros((capacity, *tail), dtype)
                      for name, (dtype, tail) in _LAYOUT.items()}
+        self.index: dict[int, int] = {}
+
+    def reindex(self) -> None:
+        """Rebuild ``index`` from ``ids`` (after rows moved)."""
+        self.index = dict(zip(self.ids[: self.n].tolist(), range(self.n), strict=True))
+
+    def row(self, pid: int) -> int:
+        """The row of one id; KeyError when there is none."""
+        r = self.index.get(pid)
+        if r is None:
+            raise KeyError(f"no map point with id {pid}")
+        return r
 
     def rows(self, ids: NDArray[np.int64]) -> NDArray[np.int64]:
         """Row of each id, -1 where there is none."""
@@ -97,14 +112,30 @@ class PointStore:
         r = self._known(t, ids)
         return t.cols[name][r]
 
+    def gather(self, ids: NDArray[np.int64], names: Sequence[Field]
+               ) -> tuple[NDArray[np.int64], list[NDArray[Any]]]:
+        """The ids (in order) of ``ids`` (N,) that name live points, and the values of
+        each field of ``names`` for them (one row lookup for every field)."""
+        t = self._t
+        ids = np.asarray(ids, np.int64).reshape(-1)
+        r = t.rows(ids)
+        ok = (r >= 0) & t.alive[np.maximum(r, 0)]
+        r = r[ok]
+        return ids[ok], [t.cols[name][r] for name in names]
+
     def get_one(self, name: Field, pid: int) -> Any:
         """The value of field ``name`` of one point (a copy)."""
         t = self._t
-        return t.cols[name][int(self._known(t, np.array([pid]))[0])].copy()
+        return t.cols[name][t.row(int(pid))].copy()
 
     def set(self, name: Field, ids: NDArray[np.int64] | int, values: Any) -> None:
         """Write field ``name`` of ``ids`` (call with the map lock held)."""
         t = self._t
+        if isinstance(ids, int | np.integer):
+            t.cols[name][t.row(int(ids))] = values
+            if name == "xyz":
+                self.moved.add(int(ids))
+            return
         ids = np.atleast_1d(ids)
         t.cols[name][self._known(t, ids)] = values
         if name == "xyz":
@@ -135,13 +166,14 @@ class PointStore:
             t = self._resized(2 * t.n)
         row = t.n
         t.ids[row], t.alive[row] = pid, True
+        t.index[int(pid)] = row
         for name, col in t.cols.items():
             col[row] = 1 if name in ("n_visible", "n_found") else 0
         t.n += 1
 
     def _insert(self, pid: int) -> None:
         t = self._t
-        if t.rows(np.array([pid]))[0] >= 0:
+        if pid in t.index:
             raise ValueError(f"map point {pid} exists already")
         new = _Table(max(2 * (t.n + 1), 16))
         at = int(np.searchsorted(t.ids[: t.n], pid))
@@ -150,6 +182,7 @@ class PointStore:
                                *((new.cols[k], t.cols[k], 1 if k[0] == "n" else 0)
                                  for k in _LAYOUT)):
             dst[:at], dst[at], dst[at + 1: new.n] = src[:at], fill, src[at: t.n]
+        new.reindex()
         self._t = new
 
     def load(self, ids: NDArray[np.int64], alive: NDArray[np.bool_],
@@ -165,13 +198,14 @@ class PointStore:
         new.ids[: new.n], new.alive[: new.n] = ids[order], np.asarray(alive, bool)[order]
         for name, col in values.items():
             new.cols[name][: new.n] = np.asarray(col)[order]
+        new.reindex()
         self._t = new
         self._dead = int(new.n - np.count_nonzero(new.alive[: new.n]))
 
     def kill(self, pid: int) -> None:
         """Mark point ``pid`` erased; its row goes when enough rows are erased."""
         t = self._t
-        r = t.rows(np.array([pid]))[0]
+        r = t.index.get(int(pid), -1)
         if r < 0 or not t.alive[r]:
             return
         t.alive[r] = False
@@ -188,6 +222,7 @@ class PointStore:
         new.ids[: new.n], new.alive[: new.n] = t.ids[keep], True
         for k in _LAYOUT:
             new.cols[k][: new.n] = t.cols[k][keep]
+        new.reindex()
         self._t, self._dead = new, 0
 
     def _resized(self, capacity: int) -> _Table:
@@ -197,5 +232,6 @@ class PointStore:
         new.ids[: t.n], new.alive[: t.n] = t.ids[: t.n], t.alive[: t.n]
         for k in _LAYOUT:
             new.cols[k][: t.n] = t.cols[k][: t.n]
+        new.index = dict(t.index)  # a reader still holding the old table keeps its own
         self._t = new
         return new

@@ -77,3 +77,28 @@ def test_load_replaces_everything_in_any_order() -> None:
     assert st.rows(np.array([1])).tolist() == [-1]
     with pytest.raises(ValueError, match="unique"):
         st.load(np.array([1, 1]), np.array([True, True]), {})
+
+
+def test_single_and_batch_lookups_agree_through_growth_insertion_and_compaction() -> None:
+    # One point is found through the id -> row dictionary, many through searchsorted:
+    # both must name the same row after every way rows move.
+    rng = np.random.default_rng(3)
+    st = _store(list(range(0, 2 * COMPACT_MIN_DEAD, 2)))  # grown from 4 rows
+    st.reserve(5)  # an insertion below the last id
+    st.set("xyz", 5, [5, 10, -5])
+    for pid in rng.choice(np.arange(0, 2 * COMPACT_MIN_DEAD, 2), COMPACT_MIN_DEAD - 10,
+                          replace=False).tolist():
+        st.kill(pid)
+    st.compact()
+    live = st.live_ids()
+    ids, (xyz, n_found) = st.gather(np.concatenate([live, [-1, 7, 10**9]]), ("xyz", "n_found"))
+    np.testing.assert_array_equal(ids, live)
+    np.testing.assert_array_equal(xyz[:, 0], live)
+    assert np.all(n_found == 1)
+    for pid in rng.choice(live, 50).tolist():
+        assert st.get_one("xyz", pid)[1] == 2.0 * pid
+        st.set("n_visible", pid, 7)
+    with pytest.raises(KeyError, match="7"):
+        st.get_one("xyz", 7)
+    with pytest.raises(KeyError):
+        st.set("xyz", 7, [0.0, 0.0, 0.0])
