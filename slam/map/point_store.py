@@ -30,6 +30,8 @@ _LAYOUT: dict[str, tuple[Any, tuple[int, ...]]] = {
     "n_visible": (np.int64, ()), "n_found": (np.int64, ()),
 }
 COMPACT_MIN_DEAD = 4096  # erased rows are dropped once there are this many and more than live
+LOOKUP_SPAN_PER_ROW = 4  # a vector lookup's table spans at most this many ids per row ...
+LOOKUP_MIN_SPAN = 65536  # ... plus this many (older ids are found by binary search)
 
 
 class _Table:
@@ -43,6 +45,8 @@ class _Table:
         self.cols = {name: np.zeros((capacity, *tail), dtype)
                      for name, (dtype, tail) in _LAYOUT.items()}
         self.index: dict[int, int] = {}
+        # Built on demand by rows() for the first n rows (rows only move in a new table).
+        self._lut: _Lookup | None = None
 
     def reindex(self) -> None:
         """Rebuild ``index`` from ``ids`` (after rows moved)."""
@@ -56,12 +60,41 @@ class _Table:
         return r
 
     def rows(self, ids: NDArray[np.int64]) -> NDArray[np.int64]:
-        """Row of each id, -1 where there is none."""
-        if self.n == 0:
+        """Row of each id, -1 where there is none: a lookup table over the recent ids,
+        ``searchsorted`` for the old ones below it."""
+        n = self.n
+        if n == 0:
             return np.full(ids.shape, -1, np.int64)
-        r = np.searchsorted(self.ids[: self.n], ids)
-        r = np.minimum(r, self.n - 1)
-        return np.where(self.ids[r] == ids, r, -1)
+        lut = self._lut
+        if lut is None or lut.n != n:
+            lut = self._lut = _Lookup(self.ids[:n])
+        r = np.full(ids.shape, -1, np.int64)
+        j = ids - lut.lo
+        recent = (j >= 0) & (j < len(lut.rows))
+        r[recent] = lut.rows[j[recent]]
+        if lut.n_old:
+            old = (ids >= 0) & (j < 0)
+            if np.any(old):
+                q = ids[old]
+                ro = np.minimum(np.searchsorted(self.ids[: lut.n_old], q), lut.n_old - 1)
+                r[old] = np.where(self.ids[ro] == q, ro, -1)
+        return r
+
+
+class _Lookup:
+    """Rows of the ids ``lo .. ids[-1]`` of a table's first ``n`` rows, as one array
+    (-1 for ids without a row). It spans at most ``LOOKUP_SPAN_PER_ROW`` entries per row
+    (plus ``LOOKUP_MIN_SPAN``), so memory follows the rows, not the ids ever made: the
+    first ``n_old`` rows, older points that outlived many newer ones, are below ``lo``
+    and found by ``searchsorted``. Built when a vector lookup finds the table grown."""
+
+    def __init__(self, ids: NDArray[np.int64]) -> None:
+        self.n = len(ids)
+        hi = int(ids[-1])
+        self.lo = max(int(ids[0]), hi + 1 - (LOOKUP_SPAN_PER_ROW * self.n + LOOKUP_MIN_SPAN))
+        self.n_old = int(np.searchsorted(ids, self.lo))
+        self.rows = np.full(hi + 1 - self.lo, -1, np.int64)
+        self.rows[ids[self.n_old:] - self.lo] = np.arange(self.n_old, self.n)
 
 
 class PointStore:

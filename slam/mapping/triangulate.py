@@ -21,8 +21,7 @@ def fundamental_21(kf1: KeyFrame, kf2: KeyFrame, K: NDArray[np.float64]) -> NDAr
 
 
 def _median_depth(kf: KeyFrame, slam_map: Map) -> float:
-    pids = kf.point_ids[kf.point_ids >= 0]
-    xyz = np.array([slam_map.points[int(p)].xyz_world for p in pids if int(p) in slam_map.points])
+    _, (xyz,) = slam_map.store.gather(kf.point_ids[kf.point_ids >= 0], ("xyz",))
     if len(xyz) == 0:
         return 1.0
     z = xyz @ kf.T_cam_world[2, :3] + kf.T_cam_world[2, 3]

@@ -102,3 +102,27 @@ def test_single_and_batch_lookups_agree_through_growth_insertion_and_compaction(
         st.get_one("xyz", 7)
     with pytest.raises(KeyError):
         st.set("xyz", 7, [0.0, 0.0, 0.0])
+
+
+def test_old_survivors_are_found_below_the_lookup_table() -> None:
+    # A point made first and kept (a landmark seen all day) while 300,000 newer ones
+    # come and go: the vector lookup's table spans the recent ids only (its memory
+    # follows the rows), the survivors below it are found by binary search.
+    st = PointStore()
+    survivors = [0, 1, 50_000]
+    live: list[int] = []
+    for pid in range(300_000):
+        st.reserve(pid)
+        if pid in survivors:
+            continue
+        live.append(pid)
+        if len(live) > 2000:
+            st.kill(live.pop(0))
+    ids = np.array([*survivors, *live[::7], 2, -1, 299_999 + 1])
+    rows = st.rows(ids)
+    assert np.all(rows[: -3] >= 0) and np.all(rows[-3:] == -1)
+    assert st.rows(np.array([50_000]))[0] == st._t.row(50_000)
+    lookup = st._t._lut
+    assert lookup is not None and lookup.n_old == len(survivors)
+    assert len(lookup.rows) <= 4 * len(st) + 65536
+    np.testing.assert_array_equal(st._t.ids[rows[: -3]], ids[: -3])
