@@ -1,7 +1,8 @@
 """What the SLAM system tells the outside world: events, and a bus to hear them on.
 
-The threads of the system emit events as they change the map (tracking when it adds a
-keyframe, local mapping after each keyframe, loop closing after a correction): a
+The threads of the system emit events as they change the map (local mapping after each
+keyframe, with what tracking added for it; tracking itself only where no mapping runs;
+loop closing after a correction): a
 :class:`MapDelta` says what changed since the previous one, a :class:`LoopClosed` that a
 loop was closed, a :class:`MapReset` that the map was replaced or cleared. Applying the
 deltas in order to an empty map rebuilds the map's points and keyframes. Every event

@@ -196,7 +196,10 @@ class SlamSystem:
             with self.map.lock:
                 T_cam_ref = T_cam_world @ ref.T_world_cam
             self.poses.append(sf.timestamp, ref.id, T_cam_ref)
-        if res.is_keyframe:
+        if res.is_keyframe and self.mapper is None:
+            # With local mapping, the keyframe's changes go out with mapping's delta for
+            # it, a moment later: computing a delta (point colours) under the map lock
+            # here would lengthen exactly the frames that are slowest already.
             self._emit("tracking")
         self._watch_lost(res, sf.timestamp)
         self._n_processed += 1
