@@ -20,6 +20,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -116,9 +117,11 @@ def browser(tmp_path: Path) -> Iterator[DevTools]:
             "--enable-unsafe-swiftshader", f"--window-size={VIEWPORT[0]},{VIEWPORT[1]}",
             f"--host-resolver-rules=MAP {REBOUND_NAME} 127.0.0.1",
             f"--user-data-dir={profile}", "--remote-debugging-port=0", "about:blank"]
+    # Chromium's singleton sockets go under TMPDIR: a folder of this test's, removed after,
+    # and short (a Unix socket's path has at most 107 bytes; tmp_path under xdist is longer).
+    sockets = Path(tempfile.mkdtemp(prefix="cr-"))
     with log_path.open("wb") as log:
-        # Chromium's singleton sockets go under TMPDIR: this test's folder, not /tmp.
-        env = {**os.environ, "TMPDIR": str(tmp_path)}
+        env = {**os.environ, "TMPDIR": str(sockets)}
         proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
         port = _devtools_port(profile / "DevToolsActivePort", proc, log_path)
@@ -138,6 +141,7 @@ def browser(tmp_path: Path) -> Iterator[DevTools]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        shutil.rmtree(sockets, ignore_errors=True)
 
 
 def _devtools_port(active_port: Path, proc: subprocess.Popen[bytes], log_path: Path) -> int:
