@@ -21,8 +21,10 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import zmq
 
 from tests.leftovers import Before, install_zmq_recorder, leftovers
 
@@ -104,3 +106,13 @@ def shared_datasets() -> Path:
             pytest.fail(message + " (CI=true: the data must be present)")
         pytest.skip(message)
     return SHARED_DATASETS
+
+
+@pytest.fixture
+def ctx() -> Iterator[zmq.Context[Any]]:
+    """A ZeroMQ context of the test's own, destroyed (linger 0) whatever the test did."""
+    context: zmq.Context[Any] = zmq.Context()
+    try:
+        yield context
+    finally:
+        context.destroy(linger=0)

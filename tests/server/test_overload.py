@@ -10,7 +10,6 @@ replies say how long a frame waited, and refused frames count as errors.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -24,13 +23,6 @@ from tests.server.service_helpers import (
     start_service,
     synthetic_run,
 )
-
-
-@pytest.fixture
-def ctx() -> Iterator[zmq.Context[Any]]:
-    context: zmq.Context[Any] = zmq.Context()
-    yield context
-    context.destroy(linger=0)
 
 
 def _dealer(ctx: zmq.Context[Any], endpoint: str) -> zmq.Socket[Any]:

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import cv2
 import numpy as np
-import pytest
 import zmq
 
 import slam_protocol as proto
@@ -26,13 +24,6 @@ def test_images_are_scaled_to_640_wide_with_their_keypoints() -> None:
     assert decoded[150, 200] > 200 and decoded[10, 10] < 20
     small = np.zeros((48, 64, 3), np.uint8)
     assert encode_image(small, np.zeros((0, 2)))[1:3] == (64, 48)
-
-
-@pytest.fixture
-def ctx() -> Iterator[zmq.Context[Any]]:
-    context: zmq.Context[Any] = zmq.Context()
-    yield context
-    context.destroy(linger=0)
 
 
 PROBE_SEQ = -1

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -36,15 +35,6 @@ class Echo(RouterServer):
 
     def error_reply(self, message: str) -> bytes:
         return message.encode()
-
-
-@pytest.fixture
-def ctx() -> Iterator[zmq.Context[Any]]:
-    context: zmq.Context[Any] = zmq.Context()
-    try:
-        yield context
-    finally:
-        context.destroy(linger=0)
 
 
 def _ask(ctx: zmq.Context[Any], endpoint: str, body: bytes) -> zmq.Socket[Any]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +30,6 @@ from tests.server.service_helpers import (
 
 POSE_TOL_M = 0.015  # measured: at most 1.0 cm on this sequence (median 3 mm)
 ANGLE_TOL_DEG = 1.0
-
-
-@pytest.fixture
-def ctx() -> Iterator[zmq.Context[Any]]:
-    context: zmq.Context[Any] = zmq.Context()
-    yield context
-    context.destroy(linger=0)
 
 
 def _rotation_error_deg(R_a: np.ndarray, R_b: np.ndarray) -> float:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,15 +17,6 @@ def key_dir(tmp_path: Path) -> Path:
     zmq.auth.create_certificates(tmp_path, "server")
     zmq.auth.create_certificates(tmp_path, "robot")
     return tmp_path
-
-
-@pytest.fixture
-def ctx() -> Iterator[zmq.Context[Any]]:
-    context: zmq.Context[Any] = zmq.Context()
-    try:
-        yield context
-    finally:
-        context.destroy(linger=0)
 
 
 def _curve_server(ctx: zmq.Context[Any], key_dir: Path) -> tuple[zmq.Socket[Any], str]:
