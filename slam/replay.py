@@ -195,12 +195,12 @@ def run_offline(
             log.warning("map not saved to %s: the replay did not complete", save_map)
     wall = time.perf_counter() - t0
     dense_result = system.dense_mesh()
-    loops = list(system.snapshot().loops)
+    final = system.snapshot()  # trajectory and loops, one look at the map
     stats = _stats(system.status(), tally, guard, wall, dense_result)
     stats |= {"stopped": stopped, "completed": stopped == COMPLETED,
               "frames_read": tally.n_read}
-    return RunResult(system.trajectory(), stats, np.array(tally.track_ms), tally.states,
-                     tally.relocalized, loops, dense_result,
+    return RunResult(final.trajectory, stats, np.array(tally.track_ms), tally.states,
+                     tally.relocalized, list(final.loops), dense_result,
                      stopped, error, tally.n_read)
 
 
