@@ -80,14 +80,20 @@ def relative_truth(gt: Trajectory, origin: int = 0) -> NDArray[np.float64]:
 def request(ctx: zmq.Context[Any], endpoint: str, msg: dict[str, Any] | bytes,
             timeout_s: float = 10.0, setup: Callable[[zmq.Socket[Any]], None] | None = None
             ) -> dict[str, Any] | None:
-    """One request on a fresh REQ socket; the decoded reply, or None on timeout."""
+    """One request on a fresh REQ socket; the decoded reply, or None on timeout (also
+    when the request cannot even be sent: a REQ socket whose peer refused its CURVE key
+    has no pipe, and a send without a deadline would wait forever)."""
     sock = ctx.socket(zmq.REQ)
     sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SNDTIMEO, int(timeout_s * 1000))
     if setup is not None:
         setup(sock)
     sock.connect(endpoint)
     try:
-        sock.send(msg if isinstance(msg, bytes) else protocol.encode(msg))
+        try:
+            sock.send(msg if isinstance(msg, bytes) else protocol.encode(msg))
+        except zmq.Again:
+            return None
         if not sock.poll(int(timeout_s * 1000)):
             return None
         return protocol.decode(sock.recv())
