@@ -39,8 +39,11 @@ $(EXTRAS): $(STAMP)
 
 install: $(STAMP)
 
+# `slam warmup` first: a fresh install compiles the Numba kernels there (about 30 s,
+# once) instead of inside the timed replay; with a warm cache it takes a few seconds.
 run: $(STAMP)
 	mkdir -p $(OUT)
+	$(VENV)/bin/slam -q warmup --sensor rgbd
 	$(VENV)/bin/slam run --source tum:$(SAMPLE) --sensor rgbd \
 		--out $(OUT)/trajectory.txt --stats $(OUT)/stats.json --plot $(OUT)/trajectory.png
 

@@ -5,8 +5,10 @@ closing (in their own) around one map. Everything outside the core (``slam run``
 service, recorders) uses only this face:
 
 - :meth:`SlamSystem.process` tracks a frame and returns a :class:`TrackResult` (pose,
-  state, the frame's tracked keypoints);
-- :meth:`~SlamSystem.status`, :meth:`~SlamSystem.snapshot`, :meth:`~SlamSystem.trajectory`;
+  state, the frame's tracked keypoints); :meth:`~SlamSystem.prefetch` starts the
+  feature work of the frame that comes next while the current one is tracked;
+- :meth:`~SlamSystem.status`, :meth:`~SlamSystem.stage_times`,
+  :meth:`~SlamSystem.snapshot`, :meth:`~SlamSystem.trajectory`;
 - :attr:`~SlamSystem.events`, an :class:`~slam.events.EventBus` on which the threads
   publish :class:`MapDelta`, :class:`LoopClosed` and :class:`MapReset` events as they
   change the map (subscribe with a bounded queue);
@@ -126,7 +128,8 @@ class SlamSystem:
             link = MappingLink(
                 submit=self.mapper.submit, is_idle=self.mapper.is_idle,
                 queue_depth=self.mapper.queue_depth, interrupt=self.mapper.interrupt,
-                wait_idle=self.mapper.flush, wait_new_points=self.mapper.wait_new_points,
+                wait_idle=self.mapper.flush, wait_backlog=self.mapper.wait_backlog,
+                wait_new_points=self.mapper.wait_new_points,
                 on_monocular_init=self._on_monocular_init,
             )
         self.tracker = Tracker(cfg, calib, sensor, self.map, link, self.place,
@@ -186,6 +189,12 @@ class SlamSystem:
 
     def _on_monocular_init(self, kf_ids: list[int]) -> None:
         initial_bundle_adjustment(self.map, kf_ids, self.calib.camera.K)
+
+    def prefetch(self, sf: SensorFrame) -> None:
+        """Start the feature work (ORB, stereo, depth) of ``sf`` on the feature thread;
+        the next :meth:`process` call, which must be for ``sf``, uses it. Optional: a
+        caller that knows the next frame calls it before processing the current one."""
+        self.tracker.prefetch(sf)
 
     def process(self, sf: SensorFrame) -> TrackResult:
         """Track one frame; remember its pose relative to its reference keyframe."""
@@ -273,6 +282,15 @@ class SlamSystem:
             loop_queue=closer.queue_depth() if closer is not None else 0,
             poses_dropped=self.poses.dropped,
             local_ba_ms_median=ba_ms, keyframe_ms_median=kf_ms)
+
+    def stage_times(self) -> dict[str, dict[str, dict[str, float]]]:
+        """Where the time went since the start (or the last reset or map load):
+        ``{thread: {stage: {"n", "median_ms", "p99_ms", "mean_ms", "total_s"}}}``
+        for tracking, the feature worker, local mapping and loop closing
+        (:class:`~slam.stages.StageClock`; a stage includes the stages nested in it)."""
+        clocks = [self.tracker.clock, self.tracker.builder.clock]
+        clocks += [w.clock for w in (self.mapper, self.loop_closer) if w is not None]
+        return {c.thread: c.summary() for c in clocks}
 
     def snapshot(self, points: bool = False) -> SystemSnapshot:
         """Keyframes, trajectory and loops now; with ``points`` the map points too (with

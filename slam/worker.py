@@ -2,9 +2,9 @@
 
 Local mapping and loop closing are both this: the producer submits ids (blocking
 while the queue is full: back-pressure, with a deadline), the worker handles them one
-by one, a failure in the thread is kept and raised in the producer's next call, and
+by one, a failure in the thread is kept and raised in the producer's next call,
 ``flush`` waits (on a condition the thread signals) until everything submitted has
-been handled.
+been handled and ``wait_backlog`` until the backlog is below a bound.
 """
 
 from __future__ import annotations
@@ -106,6 +106,14 @@ class KeyframeWorker:
     def queue_depth(self) -> int:
         return self.queue.qsize()
 
+    def wait_backlog(self, max_pending: int, timeout: float = 120.0) -> None:
+        """Wait until fewer than ``max_pending`` keyframes are submitted and not yet
+        handled (at most ``timeout`` seconds); raises the worker's error."""
+        with self._idle:
+            self._idle.wait_for(
+                lambda: self._pending < max_pending or self._error is not None, timeout)
+        self.raise_if_failed()
+
     def flush(self, timeout: float = 120.0) -> None:
         """Wait until every submitted keyframe has been handled, at most ``timeout``
         seconds (then it returns with work left); raises the worker's error."""
@@ -133,8 +141,7 @@ class KeyframeWorker:
     def _handled(self) -> None:
         with self._idle:
             self._pending -= 1
-            if self._pending <= 0:
-                self._idle.notify_all()
+            self._idle.notify_all()  # flush and wait_backlog waiters check their bound
 
     def _run(self) -> None:
         while True:

@@ -58,6 +58,22 @@ def test_a_complete_replay_says_so() -> None:
     assert len(res.trajectory) == res.stats["frames"] == res.frames_read == N
 
 
+def test_the_stats_say_where_the_time_went() -> None:
+    """fps counts the feeding loop; start-up and finish are beside it; every frame after
+    the first was prefetched; each thread reports its stages."""
+    s = replay(ScriptedSource()).stats
+    assert s["startup_s"] + s["feed_s"] + s["finish_s"] == pytest.approx(s["wall_s"])
+    assert s["fps"] == pytest.approx(N / s["feed_s"])
+    assert s["fps_overall"] == pytest.approx(N / s["wall_s"]) and s["peak_rss_mb"] > 0
+    stages = s["stages"]
+    assert stages["features"]["wait_prefetch"]["n"] == N - 1
+    assert stages["features"]["orb"]["n"] == N
+    assert {"features", "pose", "local_map"} <= set(stages["tracking"])
+    assert stages["mapping"]["keyframe"]["n"] == s["keyframes_inserted"]
+    assert {"triangulate", "fuse", "local_ba", "cull_keyframes"} <= set(stages["mapping"])
+    assert stages["loop closing"]["index"]["n"] == s["keyframes_inserted"]
+
+
 def test_a_stop_request_ends_the_replay_between_frames_with_the_poses_so_far() -> None:
     stop = ReplayStop()
 

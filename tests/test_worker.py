@@ -101,3 +101,44 @@ def test_flush_is_woken_by_the_last_keyframe() -> None:
         flusher.join(60)
     assert done.is_set() and w.seen == [1]
     w.stop()
+
+
+class _Stepper(KeyframeWorker):
+    """Handles one keyframe per permit (a semaphore the test releases)."""
+
+    def __init__(self) -> None:
+        super().__init__("stepper", 8, True)
+        self.permits = threading.Semaphore(0)
+        self.seen: list[int] = []
+        self.start()
+
+    def handle(self, kf_id: int) -> None:
+        assert self.permits.acquire(timeout=60), "the test gave no permit"
+        self.seen.append(kf_id)
+
+
+def test_wait_backlog_returns_once_the_backlog_is_below_the_bound() -> None:
+    w = _Stepper()
+    try:
+        for k in range(3):
+            w.submit(k)
+        w.wait_backlog(4)  # 3 pending < 4: at once
+        done = threading.Event()
+
+        def wait() -> None:
+            w.wait_backlog(2)
+            done.set()
+
+        waiter = threading.Thread(target=wait)
+        waiter.start()
+        assert not done.wait(0.05)  # 3 pending
+        w.permits.release()
+        assert not done.wait(0.05) or len(w.seen) >= 2  # 2 pending: still not below 2
+        w.permits.release()
+        assert done.wait(60) and len(w.seen) >= 2  # 1 pending: below 2
+        waiter.join(60)
+    finally:
+        for _ in range(3):
+            w.permits.release()
+        w.stop()
+    assert w.seen == [0, 1, 2]

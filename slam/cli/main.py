@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from slam import __version__
-from slam.cli import bench_learned, calibrate, evaluate, export, run, train, vocab
+from slam.cli import bench_learned, calibrate, evaluate, export, run, train, vocab, warmup
 from slam.errors import SlamError
 
 log = logging.getLogger("slam")
@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench_learned.register(commands, [common])
     export.register(commands, [common])
     calibrate.register(commands, [common])
+    warmup.register(commands, [common])
     _register_plugins(commands, [common])
     return parser
 

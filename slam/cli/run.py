@@ -61,6 +61,9 @@ def register(commands: Any, parents: Sequence[argparse.ArgumentParser]) -> None:
     p.add_argument("--format", choices=FORMATS, default="tum", help="trajectory format")
     p.add_argument("--stats", type=Path, metavar="JSON", help="write run statistics here")
     p.add_argument("--plot", type=Path, metavar="PNG", help="draw the trajectory here")
+    p.add_argument("--profile", action="store_true",
+                   help="print where the time went: per thread and stage, runs, median, "
+                   "p99 and total (also in --stats as 'stages')")
     p.add_argument("--fps", type=float, help="frame rate of video: and images: sources")
     p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
     p.add_argument("--skip-frames", metavar="START:STOP[:BLANK]",
@@ -169,7 +172,7 @@ def build_stats(
             stats[f"track_ms_{key}"] = value
     frames = int(stats.get("frames", 0))
     stats["tracked_ratio"] = stats.get("tracked_frames", 0) / frames if frames else 0.0
-    stats["peak_rss_mb"] = peak_rss_mb()
+    stats["peak_rss_mb"] = max(peak_rss_mb(), float(stats.get("peak_rss_mb", 0.0)))
     stats["loops"] = [vars(e) for e in getattr(result, "loops", [])]
     if ate_result is not None:
         stats.update(
@@ -194,7 +197,8 @@ def summary_line(stats: dict[str, Any]) -> str:
         )
     else:
         parts.append("ATE n/a |")
-    parts.append(f"{stats.get('fps', float('nan')):.1f} fps |")
+    parts.append(f"{stats.get('fps', float('nan')):.1f} fps (feeding loop; "
+                 f"{stats.get('wall_s', float('nan')):.1f} s in all) |")
     parts.append(
         f"tracked {100 * stats['tracked_ratio']:.1f} % "
         f"({stats.get('tracked_frames', 0)}/{stats.get('frames', 0)}) |"
@@ -330,6 +334,11 @@ def _write_outputs(args: argparse.Namespace, result: Any, gt: Trajectory | None,
     if args.plot is not None:
         _plot(args.plot, gt, est, ate_result, f"{name} ({args.sensor})", result.loops)
     print(summary_line(stats), flush=True)
+    if args.profile:
+        from slam.stages import format_stages
+
+        print(format_stages(stats.get("stages", {}), float(stats.get("wall_s", 0.0))),
+              flush=True)
     d = getattr(result, "dense", None)
     if d is not None:
         print(f"mesh {d.mesh_path}: {d.n_vertices} vertices, {d.n_triangles} triangles from "

@@ -25,22 +25,48 @@ def depth_from_image(
 
 
 @njit(cache=True, nogil=True)
+def _row_buckets(uvr, octr, scale, h):  # type: ignore[no-untyped-def]
+    """Right keypoints by image row (CSR: ``start`` (h + 1,), ``idx``): keypoint j is
+    in every row within ``2 * scale[octave]`` of its own (ORB-SLAM's row buckets),
+    in ascending j within a row."""
+    m = uvr.shape[0]
+    lo = np.empty(m, np.int64)
+    hi = np.empty(m, np.int64)
+    count = np.zeros(h + 1, np.int64)
+    for j in range(m):
+        r = 2.0 * scale[octr[j]]
+        lo[j] = max(0, int(np.floor(uvr[j, 1] - r)))
+        hi[j] = min(h - 1, int(np.ceil(uvr[j, 1] + r)))
+        for y in range(lo[j], hi[j] + 1):
+            count[y + 1] += 1
+    start = np.cumsum(count)
+    fill = start[:-1].copy()
+    idx = np.empty(start[h], np.int64)
+    for j in range(m):
+        for y in range(lo[j], hi[j] + 1):
+            idx[fill[y]] = j
+            fill[y] += 1
+    return start, idx
+
+
+@njit(cache=True, nogil=True)
 def _stereo_match(
     uvl, octl, wl, uvr, octr, wr, scale, min_disp, max_disp, th, left, right, half, search
 ):  # type: ignore[no-untyped-def]
     n = uvl.shape[0]
-    m = uvr.shape[0]
     out = np.full(n, -1.0)
     dist = np.full(n, 256, np.int32)
     h = left.shape[0]
     w = left.shape[1]
-    # Rows of right keypoints, widened by their scale.
+    start, bucket = _row_buckets(uvr, octr, scale, h)
     for i in range(n):
         ul = uvl[i, 0]
         vl = uvl[i, 1]
         best = th + 1
         bj = -1
-        for j in range(m):
+        row = min(h - 1, max(0, int(np.floor(vl + 0.5))))
+        for t in range(start[row], start[row + 1]):
+            j = bucket[t]
             r = 2.0 * scale[octr[j]]
             if abs(uvr[j, 1] - vl) > r:
                 continue

@@ -9,10 +9,8 @@ global BA in the background, and finally adds the keyframe to the place database
 
 from __future__ import annotations
 
-import collections
 import logging
 import threading
-import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 
@@ -32,6 +30,7 @@ from slam.loop.verify import (
 from slam.map.keyframe import KeyFrame
 from slam.map.map import Map
 from slam.place.recognizer import PlaceDescriptor, PlaceRecognizer
+from slam.stages import StageClock
 from slam.worker import KeyframeWorker
 
 log = logging.getLogger(__name__)
@@ -71,7 +70,7 @@ class LoopCloser(KeyframeWorker):
                                               pause_mapping, on_corrected)
         self.descriptors: dict[int, PlaceDescriptor] = {}
         self.events: list[LoopClosed] = []
-        self.detect_ms: collections.deque[float] = collections.deque(maxlen=10_000)
+        self.clock = StageClock("loop closing")
         self._forget: list[int] = []
         self._forget_lock = threading.Lock()
         self._last_loop_kf = -(10**9)
@@ -125,21 +124,25 @@ class LoopCloser(KeyframeWorker):
             if kf is None or kf.bad:
                 return
             descriptors, pixels = kf.frame.descriptors, kf.frame.pixels()
-        desc = self.recognizer.describe(descriptors, pixels)
+        clock = self.clock
+        with clock.stage("describe"):
+            desc = self.recognizer.describe(descriptors, pixels)
         self.descriptors[kf_id] = desc
         if self.detect_loops and self._may_search(kf_id):
-            t0 = time.perf_counter()
-            consistent, early = self.detector.detect(kf, desc, self.descriptors)
+            with clock.stage("detect"):
+                consistent, early = self.detector.detect(kf, desc, self.descriptors)
             lm = None
-            if consistent:
-                lm = verify_candidates(self.map, kf, consistent, self.correction.K,
-                                       self.verify_params, self._rng)
-            if lm is None and early:
-                lm = self._verify_early(kf, early[:3])
-            self.detect_ms.append((time.perf_counter() - t0) * 1e3)
+            with clock.stage("verify"):
+                if consistent:
+                    lm = verify_candidates(self.map, kf, consistent, self.correction.K,
+                                           self.verify_params, self._rng)
+                if lm is None and early:
+                    lm = self._verify_early(kf, early[:3])
             if lm is not None:
-                self._close(lm)
-        self.recognizer.add(kf_id, desc)
+                with clock.stage("correct"):
+                    self._close(lm)
+        with clock.stage("index"):
+            self.recognizer.add(kf_id, desc)
 
     def _verify_early(self, kf: KeyFrame, early: list[tuple[int, int]]) -> LoopMatch | None:
         """A candidate supported by fewer consecutive keyframes than ``consistency``,

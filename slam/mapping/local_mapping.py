@@ -12,7 +12,6 @@ keyframes culled meanwhile, so that place recognition forgets them.
 
 from __future__ import annotations
 
-import collections
 import logging
 import threading
 import time
@@ -27,11 +26,10 @@ from slam.mapping.bundle import build_local_problem, run_local_ba
 from slam.mapping.culling import cull_keyframes, cull_recent_points
 from slam.mapping.fuse import fuse_into
 from slam.mapping.triangulate import triangulate_with
+from slam.stages import StageClock
 from slam.worker import KeyframeWorker
 
 log = logging.getLogger(__name__)
-
-TIMINGS_KEPT = 10_000  # per-keyframe timings kept for the statistics (the newest)
 
 
 class LocalMapper(KeyframeWorker):
@@ -56,10 +54,8 @@ class LocalMapper(KeyframeWorker):
         self._points_ready = threading.Event()
         self._points_ready.set()
         self._recent: list[int] = []
-        # The newest timings (ms), appended by the thread, read by timing_medians().
-        self._ba_ms: collections.deque[float] = collections.deque(maxlen=TIMINGS_KEPT)
-        self._kf_ms: collections.deque[float] = collections.deque(maxlen=TIMINGS_KEPT)
-        self._timings_lock = threading.Lock()
+        # Stage timings: written by the thread, read by timing_medians() and the stats.
+        self.clock = StageClock("mapping")
         self.work_lock = threading.RLock()
         self.on_done = on_done
         self.start()
@@ -103,14 +99,19 @@ class LocalMapper(KeyframeWorker):
     def process(self, kf_id: int) -> list[int]:
         """All local-mapping steps for one keyframe; returns the keyframes culled."""
         t0 = time.perf_counter()
-        self._link_keyframe(kf_id)
+        clock = self.clock
+        with clock.stage("link"):
+            self._link_keyframe(kf_id)
         min_obs = 3 if self.sensor == "mono" else 2
-        self._recent = cull_recent_points(self.map, self._recent, kf_id, min_obs,
-                                          self.cfg.cull_found_ratio)
+        with clock.stage("cull_points"):
+            self._recent = cull_recent_points(self.map, self._recent, kf_id, min_obs,
+                                              self.cfg.cull_found_ratio)
         try:
-            self._create_points(kf_id)
+            with clock.stage("triangulate"):
+                self._create_points(kf_id)
             if self.queue.empty():
-                self._fuse(kf_id)
+                with clock.stage("fuse"):
+                    self._fuse(kf_id)
         finally:
             if self.queue.empty():
                 self._points_ready.set()
@@ -121,23 +122,20 @@ class LocalMapper(KeyframeWorker):
                                          self.cfg.local_ba_keyframes)
                 if lp is not None:
                     tb = time.perf_counter()
+                    # Only the runs that finished count (an aborted one says little).
                     if run_local_ba(self.map, lp, self.abort_flag, self.cfg.local_ba_iterations):
-                        with self._timings_lock:
-                            self._ba_ms.append((time.perf_counter() - tb) * 1e3)
+                        clock.add("local_ba", (time.perf_counter() - tb) * 1e3)
             # Culling always: a mapper that never catches up (a live camera faster than
             # mapping) would otherwise keep every keyframe and grow without bound.
-            culled = cull_keyframes(self.map, kf_id, self.cfg.cull_redundant_ratio,
-                                    self.close_depth if self.sensor != "mono" else None)
-        with self._timings_lock:
-            self._kf_ms.append((time.perf_counter() - t0) * 1e3)
+            with clock.stage("cull_keyframes"):
+                culled = cull_keyframes(self.map, kf_id, self.cfg.cull_redundant_ratio,
+                                        self.close_depth if self.sensor != "mono" else None)
+        clock.add("keyframe", (time.perf_counter() - t0) * 1e3)
         return culled
 
     def timing_medians(self) -> tuple[float, float]:
         """Median ms of the local BA and of the whole keyframe step (0 before any)."""
-        with self._timings_lock:
-            ba, kf = np.array(self._ba_ms), np.array(self._kf_ms)
-        return (float(np.median(ba)) if len(ba) else 0.0,
-                float(np.median(kf)) if len(kf) else 0.0)
+        return self.clock.median("local_ba"), self.clock.median("keyframe")
 
     def _link_keyframe(self, kf_id: int) -> None:
         with self.map.lock:

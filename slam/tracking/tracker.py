@@ -26,6 +26,7 @@ from slam.map.keyframe import KeyFrame
 from slam.map.map import Map
 from slam.optim.pose_only import optimize_pose
 from slam.place.recognizer import PlaceRecognizer
+from slam.stages import StageClock
 from slam.tracking.frontend import FrameBuilder
 from slam.tracking.initializer import MonocularInitializer, add_depth_points, initialize_from_depth
 from slam.tracking.keyframe_policy import KeyframeEvidence, KeyframePolicy
@@ -46,6 +47,7 @@ class MappingLink:
     queue_depth: Callable[[], int] = lambda: 0
     interrupt: Callable[[], None] = lambda: None
     wait_idle: Callable[[], None] = lambda: None
+    wait_backlog: Callable[[int], None] = lambda max_pending: None
     wait_new_points: Callable[[], None] = lambda: None
     on_monocular_init: Callable[[list[int]], None] = lambda kf_ids: None
 
@@ -68,6 +70,7 @@ class Tracker:
         self.localization_only = localization_only
         self.K = calib.camera.K
         self.builder = FrameBuilder(calib, cfg.features, sensor)
+        self.clock = StageClock("tracking")
         self.bf = self.builder.bf
         self.subpixel = self.tcfg.subpixel_mode(sensor)
         self.refiner = (SubpixelRefiner(calib.camera, self.builder.scale_factors,
@@ -112,23 +115,34 @@ class Tracker:
         self._last_T_cam_ref = None
 
     # ------------------------------------------------------------------ entry
+    def _for_init(self) -> bool:
+        """Whether the next frame is for monocular initialisation (more features)."""
+        return self.state == TrackState.INITIALIZING and self.sensor == "mono"
+
+    def prefetch(self, sf: SensorFrame) -> None:
+        """Start the feature work of the frame :meth:`track` gets next, in the
+        background (see :class:`FrameBuilder`)."""
+        self.builder.prefetch(sf, for_init=self._for_init())
+
     def track(self, sf: SensorFrame) -> TrackResult:
         """Track one frame and return its pose (world-from-camera) or None."""
         t0 = time.perf_counter()
         fid = self._frame_counter
         self._frame_counter += 1
         is_kf = False
-        for_init = self.state == TrackState.INITIALIZING and self.sensor == "mono"
-        frame = self.builder.build(sf, fid, for_init=for_init)
+        with self.clock.stage("features"):
+            frame = self.builder.build(sf, fid, for_init=self._for_init())
         if self._map_corrected:
             self._rebase_last_frame()
         if self.state == TrackState.INITIALIZING:
-            ok = self._initialize(frame)
+            with self.clock.stage("initialize"):
+                ok = self._initialize(frame)
             is_kf = ok
         else:
             ok = self._track_frame(frame, sf.image)
             if ok:
-                is_kf = self._maybe_insert_keyframe(frame, sf.image)
+                with self.clock.stage("keyframe"):
+                    is_kf = self._maybe_insert_keyframe(frame, sf.image)
         if ok and frame.T_cam_world is not None:
             self._after_success(frame)
         elif self.state != TrackState.INITIALIZING:
@@ -225,16 +239,20 @@ class Tracker:
         if self.sensor == "mono" and self.tcfg.wait_for_mapping:
             # A monocular map grows only by triangulation: let the last keyframe's
             # new points arrive before matching (stereo/RGB-D points come from depth).
-            self.mapping.wait_new_points()
+            with self.clock.stage("wait_mapping"):
+                self.mapping.wait_new_points()
         ok = False
-        if self.state == TrackState.TRACKING and self.velocity is not None:
-            ok = self._track_motion_model(frame)
-        if not ok and self.state == TrackState.TRACKING:
-            ok = self._track_reference_keyframe(frame)
+        with self.clock.stage("pose"):
+            if self.state == TrackState.TRACKING and self.velocity is not None:
+                ok = self._track_motion_model(frame)
+            if not ok and self.state == TrackState.TRACKING:
+                ok = self._track_reference_keyframe(frame)
         if not ok:
-            ok = self._recover(frame)
+            with self.clock.stage("recover"):
+                ok = self._recover(frame)
         if ok:
-            ok = self._track_local_map(frame, image)
+            with self.clock.stage("local_map"):
+                ok = self._track_local_map(frame, image)
         return ok
 
     def _refine_and_optimize(self, frame: Frame, image: NDArray[np.uint8], n_inliers: int
@@ -409,7 +427,8 @@ class Tracker:
                 self.map.count_visible(pts.ids[proj.keep])
         n = self._optimize(frame)
         if self.subpixel == "all" and n >= self.tcfg.min_tracked_points:
-            n = self._refine_and_optimize(frame, image, n)
+            with self.clock.stage("subpixel"):
+                n = self._refine_and_optimize(frame, image, n)
         if counting:
             self.map.count_found(frame.point_ids[frame.point_ids >= 0])
         self.n_inliers = n
@@ -418,12 +437,19 @@ class Tracker:
     # --------------------------------------------------------------- keyframes
     def _need_keyframe(self, frame: Frame) -> bool:
         """Whether ``frame`` becomes a keyframe: the policy's rules, then the revisit rule,
-        then local mapping's state (offline replays wait for it; live sources insert when
-        it is idle, or, for stereo/RGB-D, when only a few keyframes wait)."""
+        then local mapping's state. Offline replays wait for it: monocular until it is
+        idle (the next frames need the keyframe's points), stereo/RGB-D until fewer than
+        ``keyframe_max_mapping_queue`` keyframes wait (their points come from depth, and
+        mapping works through a backlog faster: no fusion or BA while keyframes wait).
+        Live sources insert when it is idle, or, for stereo/RGB-D, when only a few wait."""
         if not self.keyframes.wanted(self._keyframe_evidence(frame)) or self._revisits(frame):
             return False
         if self.tcfg.wait_for_mapping:
-            self.mapping.wait_idle()
+            with self.clock.stage("wait_mapping"):
+                if self.sensor == "mono":
+                    self.mapping.wait_idle()
+                else:
+                    self.mapping.wait_backlog(self.tcfg.keyframe_max_mapping_queue)
             return True
         if self.mapping.is_idle():
             return True

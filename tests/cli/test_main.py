@@ -118,3 +118,15 @@ def test_a_broken_plugin_does_not_break_the_command(monkeypatch) -> None:  # typ
     monkeypatch.setattr(md, "entry_points", lambda group: [Broken()])
     parser = main_mod.build_parser()
     assert parser.parse_args(["eval", "--gt", "a", "--est", "b"]).command == "eval"
+
+
+@pytest.mark.timeout(300)
+def test_warmup_tracks_the_rendered_scene(capfd: pytest.CaptureFixture[str]) -> None:
+    """``slam warmup`` runs the whole pipeline on a rendered scene (compiling what is
+    not cached yet) and says so."""
+    from slam.cli.main import main
+
+    assert main(["warmup", "--sensor", "rgbd"]) == 0
+    err = capfd.readouterr().err
+    assert "map initialised from depth" in err  # it tracked
+    assert "Numba kernels compiled and cached for rgbd" in err

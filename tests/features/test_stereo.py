@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from slam.features.orb import Keypoints, OrbExtractor
-from slam.features.stereo import depth_from_image, stereo_u_right
+from slam.features.stereo import _row_buckets, depth_from_image, stereo_u_right
 from tests.map.factories import feature_config, synthetic_calibration, synthetic_sensor_frame
 
 
@@ -106,3 +106,22 @@ def test_stereo_empty_inputs(pair: _Pair) -> None:
                       np.zeros(0, np.float32), np.zeros((0, 32), np.uint8))
     assert pair.u_right(kr=empty).tolist() == [-1.0] * len(pair.kl)
     assert pair.u_right(kl=empty).shape == (0,)
+
+
+def test_row_buckets_hold_every_right_keypoint_a_left_row_may_match() -> None:
+    """The row buckets are a superset of the exact row test (so the search finds what a
+    search over all right keypoints finds), and not much more."""
+    rng = np.random.default_rng(3)
+    h, m = 120, 400
+    scale = 1.2 ** np.arange(8)
+    uvr = np.column_stack([rng.uniform(0, 300, m), rng.uniform(-1, h + 1, m)])
+    octr = rng.integers(0, 8, m).astype(np.int32)
+    start, idx = _row_buckets(uvr, octr, scale, h)
+    assert len(start) == h + 1
+    for vl in rng.uniform(0, h - 1, 300):
+        row = min(h - 1, int(np.floor(vl + 0.5)))
+        bucket = idx[start[row]:start[row + 1]]
+        exact = np.flatnonzero(np.abs(uvr[:, 1] - vl) <= 2.0 * scale[octr])
+        assert set(exact) <= set(bucket.tolist())
+        assert np.all(np.diff(bucket) > 0)  # ascending: ties break as in a full scan
+        assert np.all(np.abs(uvr[bucket, 1] - row) <= 2.0 * scale[octr[bucket]] + 1.0)

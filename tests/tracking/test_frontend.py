@@ -98,3 +98,54 @@ def test_input_errors() -> None:
         stereo.close()
     with pytest.raises(SensorError):
         FrameBuilder(Calibration(calib.camera), feature_config(), "rgbd")
+
+
+# --- prefetch ------------------------------------------------------------------------------
+def _same_frame(a: object, b: object) -> None:
+    for name in ("uv", "octave", "descriptors", "depth_m", "u_right", "inv_sigma2"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+
+
+@pytest.mark.parametrize("sensor", ["rgbd", "stereo", "mono"])
+def test_prefetched_frames_equal_frames_built_in_place(sensor: str) -> None:
+    b = FrameBuilder(synthetic_calibration(sensor), feature_config(), sensor)  # type: ignore[arg-type]
+    try:
+        frames = [synthetic_sensor_frame(sensor, i) for i in range(3)]
+        direct = [b.build(sf, i) for i, sf in enumerate(frames)]
+        b.prefetch(frames[0])
+        for i, sf in enumerate(frames):
+            if i + 1 < len(frames):
+                b.prefetch(frames[i + 1])  # the next one, before this one is built
+            _same_frame(b.build(sf, i), direct[i])
+        assert b.clock.summary()["wait_prefetch"]["n"] == 3  # every one was prefetched
+    finally:
+        b.close()
+
+
+@pytest.fixture()
+def fresh_builder() -> Iterator[FrameBuilder]:
+    b = FrameBuilder(synthetic_calibration("rgbd"), feature_config(), "rgbd")
+    yield b
+    b.close()
+
+
+def test_prefetch_for_the_wrong_extractor_or_frame_is_redone(fresh_builder: FrameBuilder) -> None:
+    rgbd_builder = fresh_builder
+    sf, other = synthetic_sensor_frame("rgbd", 1), synthetic_sensor_frame("rgbd", 2)
+    n_init = len(rgbd_builder.build(sf, 0, for_init=True))
+    rgbd_builder.prefetch(sf)  # with the regular extractor ...
+    assert len(rgbd_builder.build(sf, 0, for_init=True)) == n_init  # ... redone for init
+    rgbd_builder.prefetch(other)
+    _same_frame(rgbd_builder.build(sf, 0), rgbd_builder.build(sf, 0))  # not the other's
+    _same_frame(rgbd_builder.build(other, 1), rgbd_builder.build(other, 1))
+
+
+def test_prefetch_errors_come_with_the_frame(fresh_builder: FrameBuilder) -> None:
+    rgbd_builder = fresh_builder
+    bad = dataclasses.replace(synthetic_sensor_frame("rgbd", 1), depth_m=None)
+    rgbd_builder.prefetch(bad)
+    with pytest.raises(SensorError, match="depth image"):
+        rgbd_builder.build(bad, 0)
+    good = synthetic_sensor_frame("rgbd", 2)
+    rgbd_builder.prefetch(good)
+    assert len(rgbd_builder.build(good, 1)) > 0
