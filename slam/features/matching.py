@@ -295,30 +295,38 @@ def match_epipolar(
     return _unique_best(best, dist, len(desc2))
 
 
+@njit(cache=True, nogil=True)
+def _ratio_best(w1, w2, th, ratio):  # type: ignore[no-untyped-def]
+    """For each row of ``w1``: the nearest row of ``w2`` by Hamming distance when it is
+    within ``th`` and below ``ratio`` times the second nearest, else -1; and the distance."""
+    n1, n2 = w1.shape[0], w2.shape[0]
+    best = np.full(n1, -1, np.int64)
+    dist = np.full(n1, 256, np.int32)
+    for i in range(n1):
+        d0, d1, j0 = 257, 257, -1
+        for j in range(n2):
+            d = _hamming(w1[i], w2[j])
+            if d < d0:
+                d1, d0, j0 = d0, d, j
+            elif d < d1:
+                d1 = d
+        if d0 <= th and d0 < ratio * d1:
+            best[i] = j0
+            dist[i] = d0
+    return best, dist
+
+
 def match_ratio(
     desc1: NDArray[np.uint8], desc2: NDArray[np.uint8], ratio: float = 0.75, th: int = 64
 ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-    """Brute-force matches with Lowe's ratio test and mutual uniqueness.
+    """Brute-force matches with Lowe's ratio test and mutual uniqueness (a Numba kernel
+    that releases the GIL: loop closing runs it beside tracking).
 
     Returns index arrays ``(i1, i2)`` of equal length into ``desc1`` and ``desc2``.
     """
-    import cv2
-
     if len(desc1) < 2 or len(desc2) < 2:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
-    knn = matcher.knnMatch(desc1, desc2, k=2)
-    i1, i2, dd = [], [], []
-    for pair in knn:
-        if len(pair) < 2:
-            continue
-        if pair[0].distance <= th and pair[0].distance < ratio * pair[1].distance:
-            i1.append(pair[0].queryIdx)
-            i2.append(pair[0].trainIdx)
-            dd.append(pair[0].distance)
-    if not i1:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    a = np.array(i1, np.int64)
-    b = np.array(i2, np.int64)
-    keep = _unique_best(b.copy(), np.array(dd, np.int32), len(desc2)) >= 0
-    return a[keep], b[keep]
+    best, dist = _ratio_best(as_words(desc1), as_words(desc2), int(th), float(ratio))
+    best = _unique_best(best, dist, len(desc2))
+    i1 = np.flatnonzero(best >= 0)
+    return i1.astype(np.int64), best[i1]

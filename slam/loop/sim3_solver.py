@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 Array = NDArray[np.float64]
 BoolArray = NDArray[np.bool_]
 
+RANSAC_BATCH = 32
+"""Hypotheses drawn and scored together; the stopping rule is checked between batches."""
 CHI2_2DOF_99 = 9.21
 """99 % chi-square quantile, 2 degrees of freedom: the RANSAC inlier gate (x sigma^2)."""
 REFINE_HUBER_DELTA = math.sqrt(10.0)
@@ -109,6 +111,58 @@ def _fit(xyz2: Array, xyz1: Array, fix_scale: bool) -> tuple[Array, float] | Non
     return similarity_matrix(R, t, s), s
 
 
+def _fit_batch(xyz2: Array, xyz1: Array, fix_scale: bool) -> tuple[Array, Array]:
+    """Umeyama on B minimal samples at once: ``S_cam1_cam2`` (M, 4, 4) and scales (M,)
+    of the M non-degenerate ones (the same rules as :func:`umeyama`), in sample order.
+    ``xyz2``, ``xyz1``: (B, k, 3) source and destination points."""
+    mu_x, mu_y = xyz2.mean(axis=1), xyz1.mean(axis=1)
+    xc, yc = xyz2 - mu_x[:, None], xyz1 - mu_y[:, None]
+    k = xyz2.shape[1]
+    var_x = (xc * xc).sum(axis=(1, 2)) / k
+    cov = np.einsum("bki,bkj->bij", yc, xc) / k
+    finite = np.isfinite(cov).all(axis=(1, 2)) & np.isfinite(mu_y).all(axis=1)
+    U, D, Vt = np.linalg.svd(np.where(finite[:, None, None], cov, 0.0))
+    ok = (finite
+          & (var_x > 1e-12 * np.maximum(1.0, np.abs(mu_x).max(axis=1)) ** 2)
+          & (D[:, 1] > 1e-12 * D[:, 0]))
+    sign = np.where(np.linalg.det(U) * np.linalg.det(Vt) < 0.0, -1.0, 1.0)
+    diag = np.ones((len(cov), 3))
+    diag[:, 2] = sign
+    R = U @ (diag[:, :, None] * Vt)
+    scale = ((D * diag).sum(axis=1) / np.where(ok, var_x, 1.0)) if not fix_scale \
+        else np.ones(len(cov))
+    ok &= scale > 0.0
+    t = mu_y - scale[:, None] * np.einsum("bij,bj->bi", R, mu_x)
+    S = np.zeros((len(cov), 4, 4))
+    S[:, :3, :3] = scale[:, None, None] * R
+    S[:, :3, 3] = t
+    S[:, 3, 3] = 1.0
+    return S[ok], scale[ok]
+
+
+def _inliers_batch(S: Array, pairs: _Pairs, th1: Array, th2: Array) -> BoolArray:
+    """(M, N) whether each pair is an inlier of each similarity of ``S`` (M, 4, 4): both
+    projections in front of their camera and within ``th1``/``th2`` (squared pixels)."""
+    sR, t = S[:, :3, :3], S[:, :3, 3]
+    s2 = np.cbrt(np.linalg.det(sR)) ** 2
+    A = np.transpose(sR, (0, 2, 1)) / s2[:, None, None]  # (s R)^-1 = R^T / s
+    b = -np.einsum("bij,bj->bi", A, t)
+    p1 = np.einsum("bij,nj->bni", sR, pairs.xyz2) + t[:, None]
+    q2 = np.einsum("bij,nj->bni", A, pairs.xyz1) + b[:, None]
+    return _within(pairs.K, p1, pairs.uv1, th1) & _within(pairs.K, q2, pairs.uv2, th2)
+
+
+def _within(K: Array, xyz: Array, uv: Array, th: Array) -> BoolArray:
+    """(M, N): points (M, N, 3) in front of the camera projecting within ``th`` (N,)
+    squared pixels of ``uv`` (N, 2)."""
+    z = xyz[..., 2]
+    valid = z > MIN_DEPTH
+    inv_z = 1.0 / np.where(valid, z, 1.0)
+    du = K[0, 0] * xyz[..., 0] * inv_z + K[0, 2] - uv[:, 0]
+    dv = K[1, 1] * xyz[..., 1] * inv_z + K[1, 2] - uv[:, 1]
+    return valid & (du * du + dv * dv < th)
+
+
 def _needed_iterations(inlier_ratio: float, probability: float, cap: int) -> int:
     """RANSAC iterations to draw an all-inlier sample of 3 with ``probability``."""
     w3 = inlier_ratio**3
@@ -145,17 +199,19 @@ def solve_sim3_ransac(
 
     best: tuple[Array, float, BoolArray] | None = None
     best_count, needed, it = 0, iterations, 0
-    while it < needed:
-        it += 1
-        idx = rng.choice(n, 3, replace=False)
-        fit = _fit(pairs.xyz2[idx], pairs.xyz1[idx], fix_scale)
-        if fit is None:
+    while it < needed:  # hypotheses in batches, scored at once (numpy, not a Python loop)
+        b = min(RANSAC_BATCH, needed - it)
+        it += b
+        idx = np.stack([rng.choice(n, 3, replace=False) for _ in range(b)])
+        S, scale = _fit_batch(pairs.xyz2[idx], pairs.xyz1[idx], fix_scale)
+        if len(S) == 0:
             continue
-        mask = inliers_of(fit[0])
-        count = int(mask.sum())
-        if count > best_count:
-            best, best_count = (fit[0], fit[1], mask), count
-            needed = _needed_iterations(count / n, probability, iterations)
+        masks = _inliers_batch(S, pairs, th1, th2)
+        counts = masks.sum(axis=1)
+        k = int(np.argmax(counts))  # the first best of the batch
+        if counts[k] > best_count:
+            best, best_count = (S[k], float(scale[k]), masks[k]), int(counts[k])
+            needed = _needed_iterations(best_count / n, probability, iterations)
     if best is None or best_count < max(3, min_inliers):
         log.debug("sim3 ransac: %d of %d inliers after %d iterations", best_count, n, it)
         return None

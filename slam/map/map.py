@@ -146,15 +146,16 @@ class Map:
         """Distinct live map point ids observed by the given keyframes."""
         return self.point_ids_of(kf_ids).tolist()
 
-    def point_ids_of(self, kf_ids: Iterable[int]) -> NDArray[np.int64]:
-        """Distinct live map point ids (sorted array) observed by the given keyframes."""
+    def point_ids_of(self, kf_ids: Iterable[int],
+                     exclude: NDArray[np.int64] | None = None) -> NDArray[np.int64]:
+        """Distinct live map point ids (sorted array) observed by the given keyframes,
+        leaving out ``exclude``."""
         with self.lock:
             arrays = [kf.point_ids for k in kf_ids
                       if (kf := self.keyframes.get(k)) is not None and not kf.bad]
             if not arrays:
                 return np.zeros(0, np.int64)
-            ids = np.unique(np.concatenate(arrays))
-            return self.store.alive_ids(ids)
+            return self.store.distinct_alive(np.concatenate(arrays), exclude)
 
     def n_tracked_points(self, kf_id: int, min_obs: int) -> int:
         """Points of a keyframe seen by at least ``min_obs`` keyframes."""
@@ -225,11 +226,12 @@ class Map:
     def update_normals_and_depths(self, pids: Iterable[int]) -> None:
         """Recompute mean viewing directions and scale-invariance distances of points."""
         with self.lock:
-            centers: dict[int, NDArray[np.float64]] = {}
-            rows: list[int] = []
-            obs_centers: list[NDArray[np.float64]] = []
+            slot: dict[int, int] = {}  # keyframe id -> row of ``centers``
+            centers: list[NDArray[np.float64]] = []
+            rows: list[int] = []  # per observation: the point's row ...
+            obs_slots: list[int] = []  # ... and its keyframe's centre
             live: list[int] = []
-            ref_centers: list[NDArray[np.float64]] = []
+            ref_slots: list[int] = []
             ref_levels: list[int] = []
             for pid in pids:
                 mp = self.points.get(pid)
@@ -238,14 +240,15 @@ class Map:
                 j = len(live)
                 live.append(pid)
                 for kid in mp.observations:
-                    c = centers.get(kid)
+                    c = slot.get(kid)
                     if c is None:
-                        c = centers[kid] = self.keyframes[kid].center_world
+                        c = slot[kid] = len(centers)
+                        centers.append(self.keyframes[kid].center_world)
                     rows.append(j)
-                    obs_centers.append(c)
+                    obs_slots.append(c)
                 if mp.ref_kf_id not in mp.observations:
                     mp.ref_kf_id = next(iter(mp.observations))
-                ref_centers.append(centers[mp.ref_kf_id])
+                ref_slots.append(slot[mp.ref_kf_id])
                 ref_levels.append(
                     int(self.keyframes[mp.ref_kf_id].frame.octave[mp.observations[mp.ref_kf_id]])
                 )
@@ -253,14 +256,15 @@ class Map:
                 return
             ids = np.array(live, np.int64)
             xyz = self.store.get("xyz", ids)
+            centre = np.array(centers)
             r = np.array(rows, np.int64)
-            v = xyz[r] - np.array(obs_centers)
+            v = xyz[r] - centre[np.array(obs_slots, np.int64)]
             v /= np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
             acc = np.zeros((len(ids), 3))
             np.add.at(acc, r, v)
             acc /= np.maximum(np.linalg.norm(acc, axis=1, keepdims=True), 1e-12)
             self.store.set("normal", ids, acc)
-            dist = np.linalg.norm(xyz - np.array(ref_centers), axis=1)
+            dist = np.linalg.norm(xyz - centre[np.array(ref_slots, np.int64)], axis=1)
             dmax = dist * self.scale_factor ** np.array(ref_levels, np.float64)
             self.store.set("max_dist", ids, dmax)
             self.store.set("min_dist", ids, dmax / self.scale_factor ** (self.n_levels - 1))
@@ -349,8 +353,10 @@ class Map:
             self.changes.point_removed(pid)
             self.version += 1
 
-    def replace_point(self, old: int, new: int) -> None:
-        """Fuse ``old`` into ``new``: observations of ``old`` move to ``new``."""
+    def replace_point(self, old: int, new: int, update_descriptor: bool = True) -> None:
+        """Fuse ``old`` into ``new``: observations of ``old`` move to ``new``; then the
+        descriptor of ``new`` is chosen again (``update_descriptor=False`` leaves that
+        to the caller, who batches many replacements in one :meth:`update_descriptors`)."""
         with self.lock:
             if old == new or old not in self.points or new not in self.points:
                 return
@@ -372,7 +378,8 @@ class Map:
             mp_old.replaced_by = new
             del self.points[old]
             self.changes.point_removed(old)
-            self.update_descriptor(new)
+            if update_descriptor:
+                self.update_descriptor(new)
             self.version += 1
 
     # --- covisibility and spanning tree -------------------------------------

@@ -134,6 +134,21 @@ class PointStore:
         ids = np.asarray(ids, np.int64)
         return ids[self.alive_mask(ids)]
 
+    def distinct_alive(self, ids: NDArray[np.int64],
+                       exclude: NDArray[np.int64] | None = None) -> NDArray[np.int64]:
+        """The distinct ids of ``ids`` (any shape, repeats allowed, -1 ignored) that name
+        live points and are not in ``exclude``, ascending: one mark per row, no sort
+        (rows are in id order)."""
+        t = self._t
+        r = t.rows(np.asarray(ids, np.int64).reshape(-1))
+        mark = np.zeros(t.n, bool)
+        mark[r[r >= 0]] = True
+        mark &= t.alive[: t.n]
+        if exclude is not None and len(exclude):
+            re = t.rows(np.asarray(exclude, np.int64).reshape(-1))
+            mark[re[re >= 0]] = False
+        return t.ids[: t.n][mark]
+
     def live_ids(self) -> NDArray[np.int64]:
         """Every live point id, ascending."""
         t = self._t

@@ -38,6 +38,17 @@ def cull_keyframes(
         kf = slam_map.keyframes.get(kf_id)
         if kf is None:
             return erased
+        octaves: dict[int, list[int]] = {}  # keyframe id -> octave of each keypoint
+
+        def octaves_of(k: int) -> list[int] | None:
+            o = octaves.get(k)
+            if o is None:
+                okf = slam_map.keyframes.get(k)
+                if okf is None:
+                    return None
+                o = octaves[k] = okf.frame.octave.tolist()
+            return o
+
         for nid in list(kf.ordered_covisible):
             nkf = slam_map.keyframes.get(nid)
             if nkf is None or nkf.bad or nid == slam_map.origin_kf_id:
@@ -47,22 +58,23 @@ def cull_keyframes(
                 # Stereo/RGB-D: far points do not count (points without depth do).
                 d = nkf.frame.depth_m[idx]
                 idx = idx[(d < 0) | (d <= max_close_depth)]
-            n_points = 0
-            n_redundant = 0
-            for i in idx:
-                mp = slam_map.points.get(int(nkf.point_ids[i]))
+            own = octaves_of(nid)
+            assert own is not None
+            n_points = n_redundant = 0
+            for i, pid in zip(idx.tolist(), nkf.point_ids[idx].tolist()):
+                mp = slam_map.points.get(pid)
                 if mp is None or mp.bad:
                     continue
                 n_points += 1
                 if len(mp.observations) <= 3:
                     continue
-                level = int(nkf.frame.octave[i])
+                level = own[i] + 1
                 seen = 0
                 for okid, oi in mp.observations.items():
                     if okid == nid:
                         continue
-                    okf = slam_map.keyframes.get(okid)
-                    if okf is not None and int(okf.frame.octave[oi]) <= level + 1:
+                    o = octaves_of(okid)
+                    if o is not None and o[oi] <= level:
                         seen += 1
                         if seen >= 3:
                             n_redundant += 1

@@ -23,8 +23,7 @@ def fuse_into(
     with slam_map.lock:
         # Live points the keyframe does not observe yet (its point_ids mirror the
         # points' observations).
-        ids = slam_map.store.alive_ids(np.asarray(pids, np.int64))
-        ids = ids[~np.isin(ids, kf.point_ids[kf.point_ids >= 0])]
+        ids = slam_map.store.distinct_alive(np.asarray(pids, np.int64), exclude=kf.point_ids)
         if len(ids) == 0 or kf.bad:
             return 0
         T = kf.T_cam_world.copy()
@@ -54,6 +53,7 @@ def fuse_into(
     good = chi2 * f.inv_sigma2[kp] <= th
     n = 0
     parr = pts.ids
+    kept: list[int] = []  # points that took over another: their descriptor is chosen again
     with slam_map.lock:
         if kf.bad:
             return 0
@@ -67,8 +67,10 @@ def fuse_into(
                     continue
                 keep, drop = (p, other) if len(slam_map.points[p].observations) >= len(
                     slam_map.points[other].observations) else (other, p)
-                slam_map.replace_point(drop, keep)
+                slam_map.replace_point(drop, keep, update_descriptor=False)
+                kept.append(keep)
             else:
                 slam_map.add_observation(p, kf.id, int(j))
             n += 1
+        slam_map.update_descriptors(sorted(set(kept)))
     return n

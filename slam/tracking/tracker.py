@@ -404,7 +404,7 @@ class Tracker:
         counting = not self.localization_only  # a localisation-only map stays as loaded
         if counting:
             self.map.count_visible(matched)
-        pids = np.setdiff1d(self.map.point_ids_of(local), matched, assume_unique=False)
+        pids = self.map.point_ids_of(local, exclude=matched)
         pts = self.map.point_arrays(pids)
         if len(pts):
             assert frame.T_cam_world is not None

@@ -238,3 +238,28 @@ def test_refine_reaches_the_same_optimum_as_g2o() -> None:
     S_g2o = similarity_matrix(est.rotation().matrix(), est.translation(), est.scale())
     np.testing.assert_allclose(ours, S_g2o, atol=1e-7)
     assert _chi2(ours, p, np.ones(len(p.xyz1), bool)) < _chi2(S0, p, np.ones(len(p.xyz1), bool))
+
+
+@pytest.mark.parametrize("fix_scale", [False, True])
+def test_batched_minimal_fits_equal_umeyama_and_drop_degenerate_samples(fix_scale: bool) -> None:
+    from slam.geometry.alignment import umeyama
+    from slam.loop.sim3_solver import _fit_batch
+
+    rng = np.random.default_rng(11)
+    src = rng.normal(size=(40, 3, 3))
+    dst = rng.normal(size=(40, 3, 3))
+    src[3] = src[3, :1]  # coincident source points
+    src[7, 2] = 0.5 * (src[7, 0] + src[7, 1])  # collinear
+    dst[9, 1, 2] = np.nan
+    S, scale = _fit_batch(src, dst, fix_scale)
+    want = []
+    for x, y in zip(src, dst):
+        try:
+            R, t, s = umeyama(x, y, with_scale=not fix_scale)
+        except GeometryError:
+            continue
+        if s > 0:
+            want.append((similarity_matrix(R, t, s), s))
+    assert len(S) == len(want) == 37
+    np.testing.assert_allclose(S, np.array([w[0] for w in want]), atol=1e-9)
+    np.testing.assert_allclose(scale, [w[1] for w in want], rtol=1e-9)

@@ -126,3 +126,18 @@ def test_old_survivors_are_found_below_the_lookup_table() -> None:
     assert lookup is not None and lookup.n_old == len(survivors)
     assert len(lookup.rows) <= 4 * len(st) + 65536
     np.testing.assert_array_equal(st._t.ids[rows[: -3]], ids[: -3])
+
+
+def test_distinct_alive_is_a_sorted_set_difference_of_live_ids() -> None:
+    rng = np.random.default_rng(5)
+    ids = sorted(rng.choice(10_000, 600, replace=False).tolist())
+    st = _store(ids)
+    for pid in ids[::7]:
+        st.kill(pid)
+    query = rng.choice([*ids, -1, 10_001, 10_002], 3000)  # repeats, -1 and unknown ids
+    exclude = rng.choice(ids, 100)
+    live = set(st.live_ids().tolist())
+    want = sorted((set(query.tolist()) & live) - set(exclude.tolist()))
+    assert st.distinct_alive(query, exclude).tolist() == want
+    assert st.distinct_alive(query.reshape(-1, 30)).tolist() == sorted(set(query.tolist()) & live)
+    assert st.distinct_alive(np.zeros(0, np.int64)).tolist() == []
