@@ -172,12 +172,12 @@ class Map:
 
     def point_arrays(self, pids: Iterable[int] | NDArray[np.int64]) -> PointArrays:
         """Arrays of the given points that still exist, in the order given (erased ones
-        are skipped)."""
+        are skipped; ``found`` says which of ``pids`` are there)."""
         with self.lock:
-            ids, (xyz, desc, normal, min_dist, max_dist) = self.store.gather(
+            ids, found, (xyz, desc, normal, min_dist, max_dist) = self.store.gather_mask(
                 np.fromiter(pids, np.int64) if not isinstance(pids, np.ndarray) else pids,
                 ("xyz", "desc", "normal", "min_dist", "max_dist"))
-            return PointArrays(ids, xyz, desc, normal, min_dist, max_dist)
+            return PointArrays(ids, xyz, desc, normal, min_dist, max_dist, found)
 
     def reference_observations(self, pids: NDArray[np.int64]) -> ReferenceObservations:
         """Where each of ``pids`` (N,) was seen in its reference keyframe; points that are
@@ -308,9 +308,12 @@ class Map:
                 return
             kf_arr, kp_arr = np.array(obs_kf), np.array(obs_kp)
             descs = np.empty((len(kf_arr), 32), np.uint8)
-            for k in np.unique(kf_arr):
-                sel = kf_arr == k
-                descs[sel] = self.keyframes[int(k)].frame.descriptors[kp_arr[sel]]
+            order = np.argsort(kf_arr, kind="stable")  # observations grouped by keyframe
+            ks = kf_arr[order]
+            starts = np.flatnonzero(np.r_[True, ks[1:] != ks[:-1]]).tolist()
+            for a, b in zip(starts, [*starts[1:], len(ks)]):
+                sel = order[a:b]
+                descs[sel] = self.keyframes[int(ks[a])].frame.descriptors[kp_arr[sel]]
             offsets = np.zeros(len(ids) + 1, np.int64)
             np.cumsum(counts, out=offsets[1:])
             best = distinctive_descriptors(descs, offsets)

@@ -164,12 +164,18 @@ class PointStore:
                ) -> tuple[NDArray[np.int64], list[NDArray[Any]]]:
         """The ids (in order) of ``ids`` (N,) that name live points, and the values of
         each field of ``names`` for them (one row lookup for every field)."""
+        found, _, values = self.gather_mask(ids, names)
+        return found, values
+
+    def gather_mask(self, ids: NDArray[np.int64], names: Sequence[Field]
+                    ) -> tuple[NDArray[np.int64], NDArray[np.bool_], list[NDArray[Any]]]:
+        """:meth:`gather`, and which entries of ``ids`` (N,) bool were found."""
         t = self._t
         ids = np.asarray(ids, np.int64).reshape(-1)
         r = t.rows(ids)
         ok = (r >= 0) & t.alive[np.maximum(r, 0)]
         r = r[ok]
-        return ids[ok], [t.cols[name][r] for name in names]
+        return ids[ok], ok, [t.cols[name][r] for name in names]
 
     def get_one(self, name: Field, pid: int) -> Any:
         """The value of field ``name`` of one point (a copy)."""

@@ -3,7 +3,7 @@ keyframes saw them (copies taken under the map lock)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
@@ -14,7 +14,8 @@ from slam.map.frame import Frame
 @dataclass
 class PointArrays:
     """A snapshot of map points: ``ids`` (M,), ``xyz_world`` (M, 3) metres,
-    ``descriptors`` (M, 32) uint8, ``normals`` (M, 3), ``min_dist``/``max_dist`` (M,) metres."""
+    ``descriptors`` (M, 32) uint8, ``normals`` (M, 3), ``min_dist``/``max_dist`` (M,) metres;
+    ``found`` (N,) bool: which of the N ids asked for are among them (in the order asked)."""
 
     ids: NDArray[np.int64]
     xyz_world: NDArray[np.float64]
@@ -22,6 +23,7 @@ class PointArrays:
     normals: NDArray[np.float64]
     min_dist: NDArray[np.float64]
     max_dist: NDArray[np.float64]
+    found: NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, bool))
 
     def __len__(self) -> int:
         return len(self.ids)

@@ -128,7 +128,7 @@ class SubpixelRefiner:
         assert frame.T_cam_world is not None
         rows = rows[frame.point_ids[rows] >= 0]
         pts = slam_map.point_arrays(frame.point_ids[rows])
-        rows = rows[np.isin(frame.point_ids[rows], pts.ids)]
+        rows = rows[pts.found]
         if len(rows) < MIN_FOR_SCALE:
             return 1.0
         xyz_cam = pts.xyz_world @ frame.T_cam_world[:3, :3].T + frame.T_cam_world[:3, 3]

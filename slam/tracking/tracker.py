@@ -275,7 +275,7 @@ class Tracker:
         if len(idx) < 3:
             return 0
         pts = self.map.point_arrays(frame.point_ids[idx])  # input order, erased ones dropped
-        valid = np.isin(frame.point_ids[idx], pts.ids)
+        valid = pts.found
         frame.point_ids[idx[~valid]] = -1
         idx = idx[valid]
         xyz = pts.xyz_world
@@ -309,7 +309,7 @@ class Tracker:
         pts = self.map.point_arrays(last_ids[idx])  # input order, erased ones dropped
         if len(pts) == 0:
             return 0
-        idx = idx[np.isin(last_ids[idx], pts.ids)]
+        idx = idx[pts.found]
         assert frame.T_cam_world is not None
         proj = project_into(frame, frame.T_cam_world, self.K, pts.xyz_world, None, None, None,
                             self.cfg.features.scale_factor, self.cfg.features.n_levels)
