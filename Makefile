@@ -64,6 +64,7 @@ test: $(STAMP) $(EXTRAS) lint
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run_matrix --runs 3 --out results
+	$(PY) -m benchmarks.bench_speed --rounds 2 --out results
 	$(PY) -m benchmarks.bench_ba --out results/ba.json
 	$(PY) -m benchmarks.bench_place --out results/place.json
 	$(PY) -m benchmarks.bench_loop --out results

@@ -73,11 +73,17 @@ SHOWN_STAGES = (
 )
 
 
+def peer_ready() -> bool:
+    """Whether the ORB-SLAM3 peer's venv and vocabulary are there."""
+    return (PEER_HOME / "venv" / "bin" / "python").is_file() and \
+        (PEER_HOME / "ORBvoc_sub.txt").is_file()
+
+
 def run_peer(sc: SpeedCase, run_dir: Path, datasets: Path, timeout_s: float) -> dict[str, Any]:
     """One ORB-SLAM3 run; its stats with ``ate_rmse_m`` added, or ``{"error": ...}``."""
     python = PEER_HOME / "venv" / "bin" / "python"
     vocab = PEER_HOME / "ORBvoc_sub.txt"
-    if not python.is_file() or not vocab.is_file():
+    if not peer_ready():
         return {"error": f"ORB-SLAM3 peer not set up ({PEER_HOME}); run {PEER}/setup.sh"}
     case = resolve(sc.case, datasets)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -213,6 +219,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = parse_args(argv)
     configure_logging(args.verbose)
+    if not args.no_peer and not peer_ready():
+        log.warning("ORB-SLAM3 peer not set up (%s; bash %s/setup.sh): ours only", PEER_HOME,
+                    PEER)
+        args.no_peer = True
     datasets = args.datasets.resolve()
     cases = [c for c in CASES if not args.only or any(t in c.case.name for t in args.only)]
     cases = [c for c in cases if (datasets / str(c.case.folder)).is_dir()]
@@ -233,7 +243,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             log.info("round %d %s: ours %.1f fps ATE %s | ORB-SLAM3 %s fps ATE %s", i + 1, name,
                      o.get("fps", float("nan")), o.get("ate_rmse_m"), p.get("fps"),
                      p.get("ate_rmse_m"))
-    rows = [aggregate(sc, ours[sc.case.name], peer[sc.case.name]) for sc in cases]
+    rows = [aggregate(sc, ours[sc.case.name], [] if args.no_peer else peer[sc.case.name])
+            for sc in cases]
     meta = {"rounds": args.rounds, "machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M")}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "speed.json").write_text(json.dumps({**meta, "rows": rows}, indent=2) + "\n")

@@ -148,8 +148,10 @@ class TrackingConfig(_Section):
         15, ge=0, description="no keyframe from a frame with this many inliers or fewer: its "
         "pose is too weak to anchor new points")
     keyframe_max_mapping_queue: int = Field(
-        3, ge=1, description="live stereo/RGB-D: while mapping is busy a keyframe is still "
-        "inserted when fewer than this many wait for it (ORB-SLAM: 3); monocular skips it")
+        3, ge=1, description="stereo/RGB-D: while mapping is busy a keyframe is still "
+        "inserted when fewer than this many wait for it besides the one being mapped "
+        "(ORB-SLAM: 3); offline replays wait for that, live sources skip the keyframe; "
+        "monocular waits (replays) or skips (live)")
     keyframe_overlap_ratio: float = Field(
         0.3, ge=0.0, le=1.0,
         description="stereo/RGB-D: also a new keyframe when fewer than this share of the "

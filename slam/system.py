@@ -124,7 +124,8 @@ class SlamSystem:
                 threaded=threaded,
             )
             self.mapper = LocalMapper(cfg, calib, sensor, self.map, scale_factors,
-                                      threaded=threaded, on_done=self._keyframe_done)
+                                      threaded=threaded, on_done=self._keyframe_done,
+                                      abort_on_submit=not cfg.tracking.wait_for_mapping)
             link = MappingLink(
                 submit=self.mapper.submit, is_idle=self.mapper.is_idle,
                 queue_depth=self.mapper.queue_depth, interrupt=self.mapper.interrupt,
@@ -338,17 +339,19 @@ class SlamSystem:
         if not final_ba:
             self._dense_dropped = True
             self.dense.close()
-        if self.mapper is not None:
-            self.flush()
-            self.mapper.stop()
-            if self.loop_closer is not None:
-                self.loop_closer.stop()
-            n_iter = self.cfg.mapping.final_global_ba_iterations if final_ba else 0
-            if n_iter > 0 and self.map.n_keyframes() > 2:
-                global_bundle_adjustment(self.map, self.calib.camera.K,
-                                         float(self.calib.stereo_bf or 0.0), n_iter)
-                self._emit("global bundle adjustment")
-        self.tracker.close()
+        try:
+            if self.mapper is not None:
+                self.flush()
+                self.mapper.stop()
+                if self.loop_closer is not None:
+                    self.loop_closer.stop()
+                n_iter = self.cfg.mapping.final_global_ba_iterations if final_ba else 0
+                if n_iter > 0 and self.map.n_keyframes() > 2:
+                    global_bundle_adjustment(self.map, self.calib.camera.K,
+                                             float(self.calib.stereo_bf or 0.0), n_iter)
+                    self._emit("global bundle adjustment")
+        finally:
+            self.tracker.close()  # the feature threads, also when mapping failed
 
     def dense_mesh(self) -> DenseResult | None:
         """After :meth:`finish`: fuse what dense mapping has pending with the final poses

@@ -6,8 +6,9 @@ package is not writable). A fresh install would compile them inside its first re
 or its first live frames: tens of seconds in which the system does not keep up. This
 command tracks a short rendered scene with every sensor (tracking, local mapping, loop
 closing and the final bundle adjustment run as in a real replay), which compiles and
-caches every kernel those paths use; ``make run`` and ``slam serve`` call it first.
-With a warm cache it takes a few seconds (loading the cache).
+caches every kernel those paths use. ``make run`` calls it first; run it once after
+installing or upgrading (``slam warmup``) before ``slam serve`` takes live frames. With a
+warm cache it takes a few seconds (loading the cache).
 """
 
 from __future__ import annotations

@@ -39,6 +39,7 @@ class LocalMapper(KeyframeWorker):
         self, cfg: SlamConfig, calib: Calibration, sensor: Sensor, slam_map: Map,
         scale_factors: np.ndarray, threaded: bool = True,
         on_done: Callable[[int, list[int]], None] | None = None,
+        abort_on_submit: bool = True,
     ) -> None:
         super().__init__("local mapping", cfg.mapping.queue_size, threaded)
         self.cfg = cfg.mapping
@@ -51,6 +52,10 @@ class LocalMapper(KeyframeWorker):
         self.scale_factors = scale_factors
         self.level_sigma2 = scale_factors**2
         self.abort_flag = np.zeros(1, np.int32)
+        # Live: a new keyframe stops a running local BA (ORB-SLAM's InterruptBA), so that
+        # mapping turns to it at once. Offline replays let the BA finish: nobody waits
+        # on the new keyframe, and a cut BA costs accuracy.
+        self.abort_on_submit = abort_on_submit
         self._points_ready = threading.Event()
         self._points_ready.set()
         self._recent: list[int] = []
@@ -66,7 +71,8 @@ class LocalMapper(KeyframeWorker):
         local BA is asked to stop."""
         self.raise_if_failed()
         if self.threaded:
-            self.abort_flag[0] = 1
+            if self.abort_on_submit:
+                self.abort_flag[0] = 1
             self._points_ready.clear()
         super().submit(kf_id)
 
@@ -186,7 +192,8 @@ class LocalMapper(KeyframeWorker):
         theirs = self.map.points_of(targets)
         fuse_into(self.map, kf, theirs, self.K, self.scale_factors, self.bf, kept=kept)
         with self.map.lock:
-            if kf.bad:
+            if kf.bad:  # culled meanwhile: the points that took over others still count
+                self.map.update_descriptors(sorted(set(kept)))
                 return
             pids = kf.point_ids[kf.point_ids >= 0].tolist()
             self.map.update_descriptors(sorted(set(pids) | set(kept)))

@@ -39,7 +39,6 @@ class _Features:
     uv: NDArray[np.float64]
     depth_m: NDArray[np.float64]
     u_right: NDArray[np.float64]
-    for_init: bool
 
 
 class FrameBuilder:
@@ -63,7 +62,7 @@ class FrameBuilder:
                             if sensor == "stereo" else None)
         self._ahead_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="features")
         # Frames whose features are being prefetched, oldest first, with their jobs.
-        self._ahead: collections.deque[tuple[SensorFrame, Future[_Features]]] = \
+        self._ahead: collections.deque[tuple[SensorFrame, bool, Future[_Features]]] = \
             collections.deque()
         bf = calib.stereo_bf
         if sensor in ("stereo", "rgbd") and bf is None:
@@ -74,24 +73,25 @@ class FrameBuilder:
         """Start the feature work of ``sf`` on the feature thread, behind the frames
         prefetched before it (at most ``MAX_AHEAD`` wait; older ones are dropped)."""
         while len(self._ahead) >= MAX_AHEAD:
-            self._ahead.popleft()[1].cancel()  # one that runs already finishes unseen
-        self._ahead.append((sf, self._ahead_pool.submit(self._features, sf, for_init)))
+            self._ahead.popleft()[2].cancel()  # one that runs already finishes unseen
+        self._ahead.append((sf, for_init, self._ahead_pool.submit(self._features, sf, for_init)))
 
     def build(self, sf: SensorFrame, frame_id: int, for_init: bool = False) -> Frame:
         """Features of ``sf``; ``for_init`` extracts more, for monocular initialisation.
         Uses the prefetched features when :meth:`prefetch` was called with ``sf`` (frames
         prefetched before ``sf`` are dropped)."""
         feats = None
-        if any(ahead_sf is sf for ahead_sf, _ in self._ahead):
+        if any(ahead_sf is sf for ahead_sf, _, _ in self._ahead):
             while True:
-                ahead_sf, job = self._ahead.popleft()
+                ahead_sf, ahead_init, job = self._ahead.popleft()
                 if ahead_sf is sf:
                     break
                 job.cancel()
-            with self.clock.stage("wait_prefetch"):
-                feats = job.result()  # re-raises the job's ImageError or SensorError
-            if feats.for_init != for_init:
-                feats = None
+            if ahead_init == for_init:
+                with self.clock.stage("wait_prefetch"):
+                    feats = job.result()  # re-raises the job's ImageError or SensorError
+            else:  # made with the other extractor (monocular initialisation began or ended)
+                job.cancel()
         if feats is None:
             feats = self._features(sf, for_init)
         cam = self.calib.camera
@@ -149,7 +149,7 @@ class FrameBuilder:
             ok = u_right >= 0
             disp = np.maximum(uv[ok, 0] - u_right[ok], 1e-3)
             depth[ok] = self.bf / disp
-        return _Features(kp, uv, depth, u_right, for_init)
+        return _Features(kp, uv, depth, u_right)
 
     def _extract(self, extractor: OrbExtractor, image: np.ndarray, stage: str) -> Keypoints:
         """ORB keypoints of ``image``, described by ORB or by the learned descriptor."""

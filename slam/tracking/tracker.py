@@ -439,8 +439,9 @@ class Tracker:
         """Whether ``frame`` becomes a keyframe: the policy's rules, then the revisit rule,
         then local mapping's state. Offline replays wait for it: monocular until it is
         idle (the next frames need the keyframe's points), stereo/RGB-D until fewer than
-        ``keyframe_max_mapping_queue`` keyframes wait (their points come from depth, and
-        mapping works through a backlog faster: no fusion or BA while keyframes wait).
+        ``keyframe_max_mapping_queue`` keyframes wait besides the one being mapped (their
+        points come from depth, and mapping works through a backlog faster: no fusion or
+        BA while keyframes wait; a BA that runs finishes).
         Live sources insert when it is idle, or, for stereo/RGB-D, when only a few wait."""
         if not self.keyframes.wanted(self._keyframe_evidence(frame)) or self._revisits(frame):
             return False
@@ -448,8 +449,8 @@ class Tracker:
             with self.clock.stage("wait_mapping"):
                 if self.sensor == "mono":
                     self.mapping.wait_idle()
-                else:
-                    self.mapping.wait_backlog(self.tcfg.keyframe_max_mapping_queue)
+                else:  # at most max - 1 waiting besides the one being mapped, as live
+                    self.mapping.wait_backlog(self.tcfg.keyframe_max_mapping_queue + 1)
             return True
         if self.mapping.is_idle():
             return True
