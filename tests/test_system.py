@@ -145,3 +145,20 @@ def test_localisation_only_tracks_a_saved_map_without_changing_it(tmp_path) -> N
     gt = source.ground_truth()
     assert gt is not None
     assert ate(gt, res.trajectory, "se3").rmse_m < 0.01
+
+
+@pytest.mark.parametrize("wait_for_mapping", [True, False])
+def test_only_live_keyframes_interrupt_a_running_local_ba(wait_for_mapping: bool) -> None:
+    """A replay lets local BA finish when the next keyframe comes (nobody waits on it);
+    a live source stops it, so that mapping turns to the new keyframe at once."""
+    source = make_synthetic_source("loop", "rgbd", n_frames=2)
+    cfg = load_config(None, {"tracking.wait_for_mapping": wait_for_mapping})
+    assert source.calibration is not None
+    with SlamSystem(cfg, source.calibration, "rgbd") as system:
+        mapper = system.mapper
+        assert mapper is not None and mapper.threaded
+        with mapper.paused():  # holds mapping between keyframes: the flag stays as set
+            mapper.abort_flag[0] = 0
+            for frame in source:
+                system.process(frame)  # the first frame is a keyframe
+            assert mapper.abort_flag[0] == (0 if wait_for_mapping else 1)
