@@ -15,14 +15,9 @@ from slam.map.projection import project_into
 def fuse_into(
     slam_map: Map, kf: KeyFrame, pids: list[int] | NDArray[np.int64], K: NDArray[np.float64],
     scale_factors: NDArray[np.float64], bf: float, radius_th: float = 3.0,
-    kept: list[int] | None = None,
 ) -> int:
     """Project points ``pids`` into ``kf``; where a keypoint matches, either add the
-    observation or merge the two points. Returns the number of fusions/additions.
-
-    A point that took over another has more observations to choose its descriptor
-    from: with ``kept`` its id is appended there for the caller to re-choose them all
-    at once (:meth:`Map.update_descriptors`); without, it is done before returning."""
+    observation or merge the two points. Returns the number of fusions/additions."""
     if len(pids) == 0:
         return 0
     with slam_map.lock:
@@ -58,7 +53,7 @@ def fuse_into(
     good = chi2 * f.inv_sigma2[kp] <= th
     n = 0
     parr = pts.ids
-    took_over: list[int] = [] if kept is None else kept
+    kept: list[int] = []  # points that took over another: their descriptor is chosen again
     with slam_map.lock:
         if kf.bad:
             return 0
@@ -73,10 +68,9 @@ def fuse_into(
                 keep, drop = (p, other) if len(slam_map.points[p].observations) >= len(
                     slam_map.points[other].observations) else (other, p)
                 slam_map.replace_point(drop, keep, update_descriptor=False)
-                took_over.append(keep)
+                kept.append(keep)
             else:
                 slam_map.add_observation(p, kf.id, int(j))
             n += 1
-        if kept is None:
-            slam_map.update_descriptors(sorted(set(took_over)))
+        slam_map.update_descriptors(sorted(set(kept)))
     return n

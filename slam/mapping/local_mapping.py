@@ -185,17 +185,17 @@ class LocalMapper(KeyframeWorker):
             targets.discard(kf_id)
             targets = {t for t in targets if not self.map.keyframes[t].bad}
             own = [int(p) for p in kf.point_ids[kf.point_ids >= 0]]
-        kept: list[int] = []  # points that took over others: descriptors chosen below
+        # Each pass re-chooses the descriptors of the points that took over others before
+        # the next: deferring that to the end of the keyframe cost accuracy (fr1_rpy mono
+        # 2.1 -> 3.0 cm, synthetic forward stereo 3.9 -> 4.5 mm).
         for t in targets:
-            fuse_into(self.map, self.map.keyframes[t], own, self.K, self.scale_factors, self.bf,
-                      kept=kept)
+            fuse_into(self.map, self.map.keyframes[t], own, self.K, self.scale_factors, self.bf)
         theirs = self.map.points_of(targets)
-        fuse_into(self.map, kf, theirs, self.K, self.scale_factors, self.bf, kept=kept)
+        fuse_into(self.map, kf, theirs, self.K, self.scale_factors, self.bf)
         with self.map.lock:
-            if kf.bad:  # culled meanwhile: the points that took over others still count
-                self.map.update_descriptors(sorted(set(kept)))
+            if kf.bad:
                 return
             pids = kf.point_ids[kf.point_ids >= 0].tolist()
-            self.map.update_descriptors(sorted(set(pids) | set(kept)))
+            self.map.update_descriptors(pids)
             self.map.update_normals_and_depths(pids)
             self.map.update_connections(kf_id)
