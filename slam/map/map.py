@@ -356,10 +356,9 @@ class Map:
             self.changes.point_removed(pid)
             self.version += 1
 
-    def replace_point(self, old: int, new: int, update_descriptor: bool = True) -> None:
+    def replace_point(self, old: int, new: int) -> None:
         """Fuse ``old`` into ``new``: observations of ``old`` move to ``new``; then the
-        descriptor of ``new`` is chosen again (``update_descriptor=False`` leaves that
-        to the caller, who batches many replacements in one :meth:`update_descriptors`)."""
+        descriptor of ``new`` is chosen again."""
         with self.lock:
             if old == new or old not in self.points or new not in self.points:
                 return
@@ -381,8 +380,7 @@ class Map:
             mp_old.replaced_by = new
             del self.points[old]
             self.changes.point_removed(old)
-            if update_descriptor:
-                self.update_descriptor(new)
+            self.update_descriptor(new)
             self.version += 1
 
     # --- covisibility and spanning tree -------------------------------------

@@ -53,7 +53,6 @@ def fuse_into(
     good = chi2 * f.inv_sigma2[kp] <= th
     n = 0
     parr = pts.ids
-    kept: list[int] = []  # points that took over another: their descriptor is chosen again
     with slam_map.lock:
         if kf.bad:
             return 0
@@ -67,10 +66,8 @@ def fuse_into(
                     continue
                 keep, drop = (p, other) if len(slam_map.points[p].observations) >= len(
                     slam_map.points[other].observations) else (other, p)
-                slam_map.replace_point(drop, keep, update_descriptor=False)
-                kept.append(keep)
+                slam_map.replace_point(drop, keep)
             else:
                 slam_map.add_observation(p, kf.id, int(j))
             n += 1
-        slam_map.update_descriptors(sorted(set(kept)))
     return n
