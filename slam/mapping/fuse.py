@@ -22,8 +22,11 @@ def fuse_into(
         return 0
     with slam_map.lock:
         # Live points the keyframe does not observe yet (its point_ids mirror the
-        # points' observations).
-        ids = slam_map.store.distinct_alive(np.asarray(pids, np.int64), exclude=kf.point_ids)
+        # points' observations), in the order given: the order decides which of two
+        # points claims a keypoint, and the monocular maps follow it (sorted ids instead
+        # moved fr1_rpy mono from 2.82 to 2.09 cm and KITTI 06 mono from 5.56 to 7.77 cm).
+        ids = slam_map.store.alive_ids(np.asarray(pids, np.int64))
+        ids = ids[~np.isin(ids, kf.point_ids[kf.point_ids >= 0])]
         if len(ids) == 0 or kf.bad:
             return 0
         T = kf.T_cam_world.copy()
