@@ -217,13 +217,39 @@ def search_by_projection(
 
 
 @njit(cache=True, nogil=True)
+def _octave_candidates(oct2, free2, n_levels):  # type: ignore[no-untyped-def]
+    """For each level o (CSR ``start`` (n_levels + 1,), ``idx``): the free keypoints of
+    image 2 whose octave is within one of o, ascending (the order of a full scan)."""
+    n2 = oct2.shape[0]
+    count = np.zeros(n_levels + 1, np.int64)
+    for o in range(n_levels):
+        for j in range(n2):
+            if free2[j] and abs(oct2[j] - o) <= 1:
+                count[o + 1] += 1
+    start = np.cumsum(count)
+    idx = np.empty(start[n_levels], np.int64)
+    k = 0
+    for o in range(n_levels):
+        for j in range(n2):
+            if free2[j] and abs(oct2[j] - o) <= 1:
+                idx[k] = j
+                k += 1
+    return start, idx
+
+
+@njit(cache=True, nogil=True)
 def _match_epipolar(
     w1, w2, xn1, xn2, oct1, oct2, F, free1, free2, th_low, ratio, max_epi, sigma2_lvl,
 ):  # type: ignore[no-untyped-def]
     n1 = w1.shape[0]
-    n2 = w2.shape[0]
     best = np.full(n1, -1, np.int64)
     bdist = np.full(n1, 256, np.int32)
+    n_levels = 1
+    for i in range(n1):
+        n_levels = max(n_levels, oct1[i] + 1)
+    for j in range(oct2.shape[0]):
+        n_levels = max(n_levels, oct2[j] + 1)
+    start, cand = _octave_candidates(oct2, free2, n_levels)
     for i in range(n1):
         if not free1[i]:
             continue
@@ -238,11 +264,9 @@ def _match_epipolar(
         d1 = 256
         d2 = 256
         j1 = -1
-        for j in range(n2):
-            if not free2[j]:
-                continue
-            if abs(oct1[i] - oct2[j]) > 1:
-                continue
+        o = oct1[i]
+        for t in range(start[o], start[o + 1]):
+            j = cand[t]
             num = a * xn2[j, 0] + b * xn2[j, 1] + c
             if num * num / nrm > max_epi * sigma2_lvl[oct2[j]]:
                 continue

@@ -398,3 +398,51 @@ def test_match_ratio_small_inputs() -> None:
     d = np.zeros((1, 32), np.uint8)
     i1, i2 = match_ratio(d, np.zeros((5, 32), np.uint8))
     assert len(i1) == len(i2) == 0
+
+
+def test_epipolar_candidates_by_octave_equal_a_full_scan() -> None:
+    """The kernel scans, per level, only the free keypoints within one octave: the same
+    matches as scanning every keypoint of image 2 (a brute-force reference here)."""
+    rng = np.random.default_rng(21)
+    n1, n2 = 300, 400
+    d1 = random_descriptors(rng, n1)
+    d2 = np.vstack([flip_bits(d1[:200], 12, rng), random_descriptors(rng, n2 - 200)])
+    uv1 = rng.uniform(0, 640, (n1, 2))
+    uv2 = np.vstack([uv1[:200] + rng.normal(0, 1.0, (200, 2)), rng.uniform(0, 640, (200, 2))])
+    oct1 = rng.integers(0, 8, n1).astype(np.int32)
+    oct2 = np.concatenate([oct1[:200] + rng.integers(-1, 2, 200), rng.integers(0, 8, 200)])
+    oct2 = np.clip(oct2, 0, 7).astype(np.int32)
+    F = np.array([[0.0, -1e-4, 0.02], [1e-4, 0.0, -0.03], [-0.02, 0.03, 1.0]])
+    free1, free2 = rng.random(n1) < 0.8, rng.random(n2) < 0.8
+    sigma2 = 1.2 ** (2 * np.arange(8))
+    got = match_epipolar(d1, d2, uv1, uv2, oct1, oct2, F, free1, free2, sigma2,
+                         th_low=80, ratio=0.9, max_epi_chi2=1e6)
+    # Reference: every pair, in ascending order of image 2, then one owner per keypoint.
+    words1 = np.unpackbits(d1, axis=1).astype(np.int32)
+    words2 = np.unpackbits(d2, axis=1).astype(np.int32)
+    ham = (words1[:, None, :] != words2[None, :, :]).sum(axis=2)
+    lines = (F @ np.column_stack([uv1, np.ones(n1)]).T).T
+    best = np.full(n1, -1)
+    dist = np.full(n1, 256)
+    for i in np.flatnonzero(free1):
+        a, b, c = lines[i]
+        ok = free2 & (np.abs(oct2 - oct1[i]) <= 1)
+        ok &= (a * uv2[:, 0] + b * uv2[:, 1] + c) ** 2 / (a * a + b * b) <= 1e6 * sigma2[oct2]
+        js = np.flatnonzero(ok)
+        if len(js) == 0:
+            continue
+        order = js[np.argsort(ham[i, js], kind="stable")]
+        first = ham[i, order[0]]
+        second = ham[i, order[1]] if len(order) > 1 else 256
+        if first <= 80 and first < 0.9 * second:
+            best[i], dist[i] = order[0], first
+    owner: dict[int, int] = {}
+    for i in np.flatnonzero(best >= 0):
+        j = int(best[i])
+        if j not in owner or dist[i] < dist[owner[j]]:
+            owner[j] = int(i)
+    want = np.full(n1, -1)
+    for j, i in owner.items():
+        want[i] = j
+    assert np.count_nonzero(want >= 0) > 100
+    np.testing.assert_array_equal(got, want)
