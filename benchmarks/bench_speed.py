@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -38,6 +37,7 @@ from benchmarks.run_matrix import (
     Case,
     machine,
     resolve,
+    run_for_stats,
     run_once,
 )
 
@@ -86,20 +86,13 @@ def run_peer(sc: SpeedCase, run_dir: Path, datasets: Path, timeout_s: float) -> 
     if not peer_ready():
         return {"error": f"ORB-SLAM3 peer not set up ({PEER_HOME}); run {PEER}/setup.sh"}
     case = resolve(sc.case, datasets)
-    run_dir.mkdir(parents=True, exist_ok=True)
     traj, stats_path = run_dir / "trajectory.txt", run_dir / "stats.json"
     cmd = [str(python), str(PEER / "run_orbslam3.py"), "--sensor", case.sensor,
            "--source", case.source, "--settings", str(PEER / "settings" / sc.settings),
            "--out", str(traj), "--json", str(stats_path), "--vocab", str(vocab)]
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, cwd=REPO)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout_s:.0f} s"}
-    (run_dir / "stderr.txt").write_text(done.stderr)
-    if done.returncode != 0 or not stats_path.is_file():
-        return {"error": f"exit {done.returncode}"}
-    stats: dict[str, Any] = json.loads(stats_path.read_text())
-    stats["ate_rmse_m"] = _ate(case, traj)
+    stats = run_for_stats(cmd, run_dir, stats_path, timeout_s)
+    if "error" not in stats:
+        stats["ate_rmse_m"] = _ate(case, traj)
     return stats
 
 

@@ -111,17 +111,15 @@ def unavailable(case: Case, datasets: Path) -> str | None:
     return None
 
 
-def run_once(case: Case, run_dir: Path, timeout_s: float, extra: Sequence[str]) -> dict[str, Any]:
-    """One ``slam run`` in a subprocess; its stats, or ``{"error": ...}``."""
+def run_for_stats(cmd: Sequence[str], run_dir: Path, stats_path: Path, timeout_s: float
+                  ) -> dict[str, Any]:
+    """Run ``cmd`` (a process that writes a stats JSON to ``stats_path``) in ``run_dir``'s
+    name: its stderr goes to ``run_dir/stderr.txt``; returns the stats (with
+    ``process_s``), or ``{"error": ...}`` on a timeout, a non-zero exit or no stats (a
+    stats file left by an earlier run is removed first, so it is never taken for this
+    one's)."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    stats_path = run_dir / "stats.json"
     stats_path.unlink(missing_ok=True)
-    cmd = [
-        sys.executable, "-m", "slam.cli.main", "-q", "run",
-        "--source", case.source, "--sensor", case.sensor,
-        "--out", str(run_dir / "trajectory.txt"), "--stats", str(stats_path),
-        "--plot", str(run_dir / "trajectory.png"), "--no-progress", *extra,
-    ]  # fmt: skip
     log.debug("%s", " ".join(cmd))
     t0 = time.monotonic()
     try:
@@ -135,6 +133,18 @@ def run_once(case: Case, run_dir: Path, timeout_s: float, extra: Sequence[str]) 
     stats: dict[str, Any] = json.loads(stats_path.read_text())
     stats["process_s"] = time.monotonic() - t0
     return stats
+
+
+def run_once(case: Case, run_dir: Path, timeout_s: float, extra: Sequence[str]) -> dict[str, Any]:
+    """One ``slam run`` in a subprocess; its stats, or ``{"error": ...}``."""
+    stats_path = run_dir / "stats.json"
+    cmd = [
+        sys.executable, "-m", "slam.cli.main", "-q", "run",
+        "--source", case.source, "--sensor", case.sensor,
+        "--out", str(run_dir / "trajectory.txt"), "--stats", str(stats_path),
+        "--plot", str(run_dir / "trajectory.png"), "--no-progress", *extra,
+    ]  # fmt: skip
+    return run_for_stats(cmd, run_dir, stats_path, timeout_s)
 
 
 def _median(runs: Sequence[dict[str, Any]], key: str) -> float | None:

@@ -212,8 +212,9 @@ def run_offline(
               "fps": len(tally.track_ms) / (tally.t_fed - tally.t_start)
               if tally.t_fed > tally.t_start else 0.0,
               "fps_overall": len(tally.track_ms) / wall if wall > 0 else 0.0,
-              "peak_rss_mb": peak_rss_mb(),"stopped": stopped, "completed": stopped == COMPLETED,
-              "frames_read": tally.n_read, "stages": system.stage_times()}
+              "peak_rss_mb": peak_rss_mb(), "stopped": stopped,
+              "completed": stopped == COMPLETED, "frames_read": tally.n_read,
+              "stages": system.stage_times()}
     return RunResult(final.trajectory, stats, np.array(tally.track_ms), tally.states,
                      tally.relocalized, list(final.loops), dense_result,
                      stopped, error, tally.n_read)

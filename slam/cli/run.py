@@ -172,7 +172,7 @@ def build_stats(
             stats[f"track_ms_{key}"] = value
     frames = int(stats.get("frames", 0))
     stats["tracked_ratio"] = stats.get("tracked_frames", 0) / frames if frames else 0.0
-    stats["peak_rss_mb"] = max(peak_rss_mb(), float(stats.get("peak_rss_mb", 0.0)))
+    stats["peak_rss_mb"] = peak_rss_mb()  # the process's peak so far, after the replay's
     stats["loops"] = [vars(e) for e in getattr(result, "loops", [])]
     if ate_result is not None:
         stats.update(

@@ -93,13 +93,6 @@ def _inverse_parts(S: Array) -> tuple[Array, Array]:
     return A, -A @ S[:3, 3]
 
 
-def _errors_sq(S_cam1_cam2: Array, pairs: _Pairs) -> tuple[Array, Array]:
-    """Squared pixel errors (N,) in image 1 and image 2; ``inf`` where behind a camera."""
-    e, _, valid = _residuals(S_cam1_cam2, pairs, False)
-    e2 = np.where(valid[:, None], _chi2(e, np.ones((len(e), 2))), np.inf)
-    return e2[:, 0], e2[:, 1]
-
-
 def _fit(xyz2: Array, xyz1: Array, fix_scale: bool) -> tuple[Array, float] | None:
     """``S_cam1_cam2`` and scale from point pairs by Umeyama; None when degenerate."""
     try:
@@ -193,10 +186,6 @@ def solve_sim3_ransac(
         return None
     rng = rng if rng is not None else np.random.default_rng()
 
-    def inliers_of(S: Array) -> BoolArray:
-        e1, e2 = _errors_sq(S, pairs)
-        return np.asarray((e1 < th1) & (e2 < th2))
-
     best: tuple[Array, float, BoolArray] | None = None
     best_count, needed, it = 0, iterations, 0
     while it < needed:  # hypotheses in batches, scored at once (numpy, not a Python loop)
@@ -219,7 +208,7 @@ def solve_sim3_ransac(
         refit = _fit(pairs.xyz2[best[2]], pairs.xyz1[best[2]], fix_scale)
         if refit is None:
             break
-        mask = inliers_of(refit[0])
+        mask = _inliers_batch(refit[0][None], pairs, th1, th2)[0]
         if int(mask.sum()) < int(best[2].sum()):
             break
         settled = bool(np.array_equal(mask, best[2]))
