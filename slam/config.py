@@ -117,6 +117,9 @@ class TrackingConfig(_Section):
     min_init_map_points: int = Field(
         100, ge=10, description="monocular initialisation: matches and triangulated points needed"
     )
+    init_seed: int = Field(
+        0, ge=0, description="seed of the monocular initialisation's RANSAC: runs are "
+        "repeatable with one seed; other seeds show how much a result owes to chance")
     pose_iterations: int = Field(10, ge=1)
     keyframe_min_frames: int = Field(
         0, ge=0, description="frames since the last keyframe before mapping being idle is "

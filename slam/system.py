@@ -45,6 +45,7 @@ from slam.events import (
 )
 from slam.geometry.lie import se3_inv
 from slam.io.types import SensorFrame, Trajectory
+from slam.jit_cache import load_cached_kernels
 from slam.loop.loop_closing import LoopCloser
 from slam.map.changes import point_colors
 from slam.map.map import Map
@@ -102,6 +103,7 @@ class SlamSystem:
         self._emit_lock = threading.Lock()
         self.n_maps = 1
         self._closed = False
+        load_cached_kernels()  # before the first frame, not inside it (slam.jit_cache)
         self._build(initial_map)
 
     def _build(self, initial_map: Map | None) -> None:

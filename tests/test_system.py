@@ -162,3 +162,17 @@ def test_only_live_keyframes_interrupt_a_running_local_ba(wait_for_mapping: bool
             for frame in source:
                 system.process(frame)  # the first frame is a keyframe
             assert mapper.abort_flag[0] == (0 if wait_for_mapping else 1)
+
+
+def test_the_initialisation_seed_reaches_the_monocular_initialiser() -> None:
+    """``tracking.init_seed`` seeds the two-view RANSAC (runs repeat with one seed; other
+    seeds show how much a monocular result owes to chance), also after a reset."""
+    source = make_synthetic_source("loop", "mono")
+    assert source.calibration is not None
+    cfg = load_config(overrides={"tracking.init_seed": 7})
+    with SlamSystem(cfg, source.calibration, "mono") as system:
+        for _ in range(2):
+            init = system.tracker.mono_init
+            assert init is not None
+            assert init.rng.integers(1 << 30) == np.random.default_rng(7).integers(1 << 30)
+            system.tracker.reset()

@@ -81,7 +81,8 @@ class Tracker:
         self.state = TrackState.INITIALIZING
         self.mono_init: MonocularInitializer | None = None
         if sensor == "mono":
-            self.mono_init = MonocularInitializer(self.K, self.tcfg.min_init_map_points)
+            self.mono_init = MonocularInitializer(self.K, self.tcfg.min_init_map_points,
+                                                 self.tcfg.init_seed)
         self.last_frame: Frame | None = None
         self.velocity: NDArray[np.float64] | None = None  # T_cur_last
         self.ref_kf: KeyFrame | None = None
@@ -107,7 +108,8 @@ class Tracker:
         """Forget the tracking state (the map was cleared for a new one)."""
         self.state = TrackState.INITIALIZING
         if self.sensor == "mono":
-            self.mono_init = MonocularInitializer(self.K, self.tcfg.min_init_map_points)
+            self.mono_init = MonocularInitializer(self.K, self.tcfg.min_init_map_points,
+                                                 self.tcfg.init_seed)
         self.last_frame = None
         self.velocity = None
         self.ref_kf = None
