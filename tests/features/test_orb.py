@@ -112,7 +112,7 @@ def _grid_keypoints(per_cell: int, n_cells_x: int, n_cells_y: int) -> list[cv2.K
 def test_spread_keeps_strongest_per_cell() -> None:
     ex = OrbExtractor(feature_config(), 30)
     kps = _grid_keypoints(per_cell=8, n_cells_x=5, n_cells_y=2)  # 10 cells x 8
-    kept = ex._spread(kps, 5 * CELL, 2 * CELL)
+    kept = [kps[i] for i in ex._spread(kps, 5 * CELL, 2 * CELL)]
     assert len(kept) == 30
     uv = np.array([k.pt for k in kept])
     counts = np.bincount(_cells(uv, 5 * CELL), minlength=10)
@@ -124,7 +124,7 @@ def test_spread_keeps_strongest_per_cell() -> None:
 def test_spread_fills_remaining_budget_by_response() -> None:
     ex = OrbExtractor(feature_config(), 25)
     kps = _grid_keypoints(per_cell=8, n_cells_x=5, n_cells_y=2)
-    kept = ex._spread(kps, 5 * CELL, 2 * CELL)
+    kept = [kps[i] for i in ex._spread(kps, 5 * CELL, 2 * CELL)]
     assert len(kept) == 25
     uv = np.array([k.pt for k in kept])
     counts = np.bincount(_cells(uv, 5 * CELL), minlength=10)
@@ -144,3 +144,19 @@ def test_spread_never_exceeds_budget_with_many_cells() -> None:
     kps = _grid_keypoints(per_cell=2, n_cells_x=5, n_cells_y=3)  # 15 cells
     kept = ex._spread(kps, 5 * CELL, 3 * CELL)
     assert len(kept) == 10
+
+
+def test_one_pass_extraction_gives_what_detect_spread_compute_gave() -> None:
+    """Descriptors made for every candidate in one pass, rows kept by the spread: the
+    same keypoints and the same descriptors as describing only the kept keypoints."""
+    rng = np.random.default_rng(3)
+    image = cv2.GaussianBlur(rng.integers(0, 256, (240, 320), dtype=np.uint8), (5, 5), 1.5)
+    ex = OrbExtractor(feature_config(), 300)
+    got = ex.extract(image)
+    candidates = ex._orb.detect(image, None)
+    assert len(candidates) > 300  # the spread has something to choose from
+    kept = [candidates[i] for i in ex._spread(candidates, 320, 240)]
+    kept, desc = ex._orb.compute(image, kept)
+    np.testing.assert_array_equal(got.uv_raw, np.array([k.pt for k in kept]))
+    np.testing.assert_array_equal(got.octave, [k.octave for k in kept])
+    np.testing.assert_array_equal(got.descriptors, desc)
