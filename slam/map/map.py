@@ -104,6 +104,8 @@ class Map:
             kf = self.keyframes[kf_id]
             mp.observations[kf_id] = kp_idx
             kf.frame.point_ids[kp_idx] = pid
+            if kf_id == mp.ref_kf_id:
+                mp.sync_ref()
 
     # --- queries -----------------------------------------------------------
     def get_point(self, pid: int) -> MapPoint | None:
@@ -181,32 +183,32 @@ class Map:
 
     def reference_observations(self, pids: NDArray[np.int64]) -> ReferenceObservations:
         """Where each of ``pids`` (N,) was seen in its reference keyframe; points that are
-        gone, or whose reference is culled, are left out."""
-        rows, kf_index, kps = [], [], []
-        slot: dict[int, int] = {}
+        gone, or whose reference is culled, are left out (keyframes in the order their
+        first point comes)."""
         with self.lock:
-            for row, pid in enumerate(pids.tolist()):
-                mp = self.points.get(pid)
-                if mp is None or mp.bad:
-                    continue
-                kf = self.keyframes.get(mp.ref_kf_id)
-                kp = mp.observations.get(mp.ref_kf_id)
-                if kf is None or kf.bad or kp is None:
-                    continue
-                rows.append(row)
-                kf_index.append(slot.setdefault(kf.id, len(slot)))
-                kps.append(kp)
-            kfs = [self.keyframes[k] for k in slot]
-            g = np.array(kf_index, np.int64)
-            r = np.array(rows, np.int64)
-            kp_arr = np.array(kps, np.int64)
-            uv = np.zeros((len(r), 2))
-            for i, kf in enumerate(kfs):
+            pids = np.asarray(pids, np.int64)
+            _, found, (ref_kf, ref_kp) = self.store.gather_mask(pids, ("ref_kf", "ref_kp"))
+            rows = np.flatnonzero(found)
+            seen = ref_kp >= 0
+            rows, ref_kf, ref_kp = rows[seen], ref_kf[seen], ref_kp[seen]
+            uniq, first, inverse = np.unique(ref_kf, return_index=True, return_inverse=True)
+            kf_order = np.argsort(first, kind="stable")  # first-come keyframe order
+            kfs = [self.keyframes.get(int(k)) for k in uniq[kf_order]]
+            usable = np.array([kf is not None and not kf.bad for kf in kfs], bool)
+            slot = np.full(len(uniq), -1, np.int64)  # unique index -> keyframe group
+            slot[kf_order[usable]] = np.arange(int(usable.sum()))
+            g = slot[inverse.reshape(-1)]
+            keep = g >= 0
+            rows, g, ref_kp = rows[keep], g[keep], ref_kp[keep]
+            kfs_kept = [kf for kf, ok in zip(kfs, usable) if ok and kf is not None]
+            uv = np.zeros((len(rows), 2))
+            for i, kf in enumerate(kfs_kept):
                 sel = g == i
-                uv[sel] = kf.frame.uv[kp_arr[sel]]
-            T = np.array([kf.T_cam_world for kf in kfs]).reshape(-1, 4, 4)
-            return ReferenceObservations(r, g, uv, self.store.get("xyz", pids[r]),
-                                         list(slot), T, [kf.frame for kf in kfs])
+                uv[sel] = kf.frame.uv[ref_kp[sel]]
+            T = np.array([kf.T_cam_world for kf in kfs_kept]).reshape(-1, 4, 4)
+            return ReferenceObservations(rows, g, uv, self.store.get("xyz", pids[rows]),
+                                         [kf.id for kf in kfs_kept], T,
+                                         [kf.frame for kf in kfs_kept])
 
     def count_visible(self, pids: NDArray[np.int64]) -> None:
         """Points that a frame should have seen (ORB-SLAM's IncreaseVisible)."""
@@ -246,12 +248,11 @@ class Map:
                         centers.append(self.keyframes[kid].center_world)
                     rows.append(j)
                     obs_slots.append(c)
-                if mp.ref_kf_id not in mp.observations:
-                    mp.ref_kf_id = next(iter(mp.observations))
-                ref_slots.append(slot[mp.ref_kf_id])
-                ref_levels.append(
-                    int(self.keyframes[mp.ref_kf_id].frame.octave[mp.observations[mp.ref_kf_id]])
-                )
+                ref = mp.ref_kf_id
+                if ref not in mp.observations:
+                    ref = mp.ref_kf_id = next(iter(mp.observations))
+                ref_slots.append(slot[ref])
+                ref_levels.append(int(self.keyframes[ref].frame.octave[mp.observations[ref]]))
             if not live:
                 return
             ids = np.array(live, np.int64)
@@ -372,6 +373,7 @@ class Map:
                 else:
                     mp_new.observations[kid] = idx
                     kf.frame.point_ids[idx] = new
+            mp_new.sync_ref()
             mp_new.n_visible += mp_old.n_visible
             mp_new.n_found += mp_old.n_found
             mp_old.observations.clear()

@@ -15,7 +15,7 @@ class MapPoint:
     scale-invariance range (metres) of distances from which it can be matched.
     The numeric fields live in the map's :class:`PointStore`."""
 
-    __slots__ = ("_s", "bad", "first_kf_id", "id", "observations", "ref_kf_id", "replaced_by")
+    __slots__ = ("_s", "bad", "first_kf_id", "id", "observations", "replaced_by")
 
     def __init__(
         self, store: PointStore, pid: int, xyz_world: NDArray[np.float64],
@@ -26,9 +26,9 @@ class MapPoint:
         store.reserve(pid)
         store.set("xyz", pid, xyz_world)
         store.set("desc", pid, descriptor)
+        self.observations: dict[int, int] = {}
         self.ref_kf_id = ref_kf_id
         self.first_kf_id = first_kf_id
-        self.observations: dict[int, int] = {}
         self.bad = False
         self.replaced_by = -1
 
@@ -37,9 +37,25 @@ class MapPoint:
                  ) -> MapPoint:
         """The object of a point whose row ``store`` already holds (a loaded map)."""
         mp = cls.__new__(cls)
-        mp._s, mp.id, mp.ref_kf_id, mp.first_kf_id = store, pid, ref_kf_id, first_kf_id
+        mp._s, mp.id, mp.first_kf_id = store, pid, first_kf_id
         mp.observations, mp.bad, mp.replaced_by = {}, False, -1
+        mp.ref_kf_id = ref_kf_id
         return mp
+
+    @property
+    def ref_kf_id(self) -> int:
+        """The reference keyframe (where the point was made, or a later one)."""
+        return int(self._s.get_one("ref_kf", self.id))
+
+    @ref_kf_id.setter
+    def ref_kf_id(self, value: int) -> None:
+        self._s.set("ref_kf", self.id, value)
+        self._s.set("ref_kp", self.id, self.observations.get(value, -1))
+
+    def sync_ref(self) -> None:
+        """Store the keypoint of the reference observation again (after
+        ``observations`` changed; the map calls it)."""
+        self._s.set("ref_kp", self.id, self.observations.get(self.ref_kf_id, -1))
 
     @property
     def xyz_world(self) -> NDArray[np.float64]:

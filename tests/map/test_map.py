@@ -411,3 +411,53 @@ def test_clear_forgets_everything_but_keeps_ids_growing() -> None:
     assert m.n_keyframes() == 0 and m.n_points() == 0 and m.origin_kf_id == -1
     assert len(m.point_arrays(pids)) == 0
     assert m.new_keyframe_id() > max(kf.id for kf in kfs)
+
+
+def _reference_observations_by_objects(m: Map, pids: np.ndarray) -> dict[int, tuple]:
+    """What reference_observations must give, read from the point objects: row ->
+    (keyframe id, uv there)."""
+    out = {}
+    for row, pid in enumerate(pids.tolist()):
+        mp = m.points.get(pid)
+        if mp is None or mp.bad:
+            continue
+        kf = m.keyframes.get(mp.ref_kf_id)
+        kp = mp.observations.get(mp.ref_kf_id)
+        if kf is None or kf.bad or kp is None:
+            continue
+        out[row] = (kf.id, tuple(kf.frame.uv[kp]))
+    return out
+
+
+def test_reference_observations_follow_every_edit_of_the_points() -> None:
+    """The store's copy of each point's reference keypoint (what reference_observations
+    reads) agrees with the point objects after additions, erasures, fusions, reference
+    changes and a culled keyframe."""
+    m, kfs = _map_with_keyframes(5, seed=3)
+    pids = _share(m, kfs[:3], 20) + _share(m, kfs[2:], 20, start=20)
+    pids += _share(m, kfs[1:4], 10, start=40)
+    rng = np.random.default_rng(5)
+    for pid in rng.choice(pids, 8, replace=False).tolist():
+        mp = m.points.get(pid)
+        if mp is not None:
+            m.erase_observation(pid, mp.ref_kf_id)  # the reference moves on
+    m.points[pids[25]].ref_kf_id = kfs[0].id  # seen there only through pids[0] ...
+    m.replace_point(pids[0], pids[25])  # ... which it takes over
+    m.replace_point(pids[41], pids[1])
+    m.points[pids[30]].ref_kf_id = kfs[4].id
+    m.points[pids[31]].ref_kf_id = kfs[0].id  # a keyframe that does not see it
+    m.add_observation(pids[31], kfs[0].id, 99)  # ... until now
+    m.erase_keyframe(kfs[2].id)
+    query = np.array([*pids, 10**6, -1], np.int64)  # with unknown ids
+    got = m.reference_observations(query)
+    want = _reference_observations_by_objects(m, query)
+    assert sorted(got.rows.tolist()) == sorted(want)
+    for row, g, uv in zip(got.rows.tolist(), got.kf_index.tolist(), got.uv):
+        assert (got.kf_ids[g], tuple(uv)) == want[row]
+        np.testing.assert_array_equal(got.xyz_world[got.rows.tolist().index(row)],
+                                      m.points[int(query[row])].xyz_world)
+    for g, kf_id in enumerate(got.kf_ids):
+        np.testing.assert_array_equal(got.T_cam_world[g], m.keyframes[kf_id].T_cam_world)
+        assert got.frames[g] is m.keyframes[kf_id].frame
+    for pid, mp in m.points.items():
+        assert m.store.get_one("ref_kp", pid) == mp.observations.get(mp.ref_kf_id, -1)

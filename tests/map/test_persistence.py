@@ -131,9 +131,10 @@ KEYFRAME_FIELDS = {"id", "frame", "T_cam_world", "covisible", "ordered_covisible
 FRAME_FIELDS = {"id", "timestamp", "uv", "octave", "descriptors", "depth_m", "u_right",
                 "inv_sigma2", "width", "height", "color", "T_cam_world", "point_ids", "outlier",
                 "image", "right_image", "depth_image", "_grid"}
-POINT_SLOTS = {"_s", "bad", "first_kf_id", "id", "observations", "ref_kf_id", "replaced_by"}
+POINT_SLOTS = {"_s", "bad", "first_kf_id", "id", "observations", "replaced_by"}
+# ref_kf_id lives in the store too (its keypoint there, ref_kp, is derived on load).
 POINT_STORE_FIELDS = ("xyz_world", "descriptor", "normal", "min_dist", "max_dist", "n_visible",
-                      "n_found")
+                      "n_found", "ref_kf_id")
 JPEG_ATOL = 4  # colour is JPEG (quality 95) in map files: smooth test images stay this close
 MAP_ATTRS = {"lock", "keyframes", "points", "store", "scale_factor", "n_levels", "_next_kf",
              "_next_pt", "origin_kf_id", "version"}
@@ -460,3 +461,18 @@ def test_another_sensor_is_refused(tmp_path: Path, good_bytes: bytes) -> None:
     path = tmp_path / "m.map"
     path.write_bytes(good_bytes)
     _raises(path, "rgbd", "mono", sensor="mono")
+
+
+def test_a_loaded_map_knows_each_reference_keypoint(tmp_path: Path) -> None:
+    """ref_kp is not in the file: loading derives it from the observations, so that
+    reference_observations reads the same as from the saved map."""
+    m = rich_map()
+    path = tmp_path / "run.map"
+    save_map(path, m, CALIB, "rgbd")
+    loaded = load_map(path, calibration=CALIB, sensor="rgbd").map
+    pids = np.array(sorted(m.points), np.int64)
+    assert np.array_equal(loaded.store.get("ref_kp", pids), m.store.get("ref_kp", pids))
+    assert np.count_nonzero(loaded.store.get("ref_kp", pids) >= 0) > 0
+    a, b = m.reference_observations(pids), loaded.reference_observations(pids)
+    assert np.array_equal(a.rows, b.rows) and a.kf_ids == b.kf_ids
+    assert np.array_equal(a.uv, b.uv) and np.array_equal(a.kf_index, b.kf_index)
