@@ -15,7 +15,7 @@ class MapPoint:
     scale-invariance range (metres) of distances from which it can be matched.
     The numeric fields live in the map's :class:`PointStore`."""
 
-    __slots__ = ("_s", "bad", "first_kf_id", "id", "observations", "replaced_by")
+    __slots__ = ("_ref", "_s", "bad", "first_kf_id", "id", "observations", "replaced_by")
 
     def __init__(
         self, store: PointStore, pid: int, xyz_world: NDArray[np.float64],
@@ -44,18 +44,21 @@ class MapPoint:
 
     @property
     def ref_kf_id(self) -> int:
-        """The reference keyframe (where the point was made, or a later one)."""
-        return int(self._s.get_one("ref_kf", self.id))
+        """The reference keyframe (where the point was made, or a later one). Written
+        through to the store (``ref_kf``, and ``ref_kp`` its keypoint there), which
+        vector reads use; read here from the object, as mapping's loops do often."""
+        return self._ref
 
     @ref_kf_id.setter
     def ref_kf_id(self, value: int) -> None:
+        self._ref = int(value)
         self._s.set("ref_kf", self.id, value)
         self._s.set("ref_kp", self.id, self.observations.get(value, -1))
 
     def sync_ref(self) -> None:
         """Store the keypoint of the reference observation again (after
         ``observations`` changed; the map calls it)."""
-        self._s.set("ref_kp", self.id, self.observations.get(self.ref_kf_id, -1))
+        self._s.set("ref_kp", self.id, self.observations.get(self._ref, -1))
 
     @property
     def xyz_world(self) -> NDArray[np.float64]:

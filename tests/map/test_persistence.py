@@ -131,7 +131,7 @@ KEYFRAME_FIELDS = {"id", "frame", "T_cam_world", "covisible", "ordered_covisible
 FRAME_FIELDS = {"id", "timestamp", "uv", "octave", "descriptors", "depth_m", "u_right",
                 "inv_sigma2", "width", "height", "color", "T_cam_world", "point_ids", "outlier",
                 "image", "right_image", "depth_image", "_grid"}
-POINT_SLOTS = {"_s", "bad", "first_kf_id", "id", "observations", "replaced_by"}
+POINT_SLOTS = {"_ref", "_s", "bad", "first_kf_id", "id", "observations", "replaced_by"}
 # ref_kf_id lives in the store too (its keypoint there, ref_kp, is derived on load).
 POINT_STORE_FIELDS = ("xyz_world", "descriptor", "normal", "min_dist", "max_dist", "n_visible",
                       "n_found", "ref_kf_id")
