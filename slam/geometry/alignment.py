@@ -14,6 +14,44 @@ from slam.errors import GeometryError
 Array = NDArray[np.float64]
 
 
+# umeyama_batch's codes: a good problem, or why it is degenerate.
+OK, NOT_FINITE, COINCIDENT, COLLINEAR = 0, 1, 2, 3
+_DEGENERATE = {NOT_FINITE: "point sets contain NaN or inf",
+               COINCIDENT: "source points coincide; alignment is undefined",
+               COLLINEAR: "points are collinear; rotation is undefined"}
+
+
+def umeyama_batch(src: Array, dst: Array, with_scale: bool = True
+                  ) -> tuple[Array, Array, Array, NDArray[np.int8]]:
+    """:func:`umeyama` for B problems at once: ``src``, ``dst`` (B, N, 3) give rotations
+    (B, 3, 3), translations (B, 3), scales (B,) and a code (B,) per problem: ``OK``, or
+    why it is degenerate (``NOT_FINITE``, ``COINCIDENT`` source points, ``COLLINEAR``:
+    a rank-deficient covariance). The estimates of degenerate problems are meaningless."""
+    x = np.asarray(src, dtype=np.float64)
+    y = np.asarray(dst, dtype=np.float64)
+    n = x.shape[1]
+    mu_x, mu_y = x.mean(axis=1), y.mean(axis=1)
+    xc, yc = x - mu_x[:, None], y - mu_y[:, None]
+    var_x = (xc * xc).sum(axis=(1, 2)) / n
+    cov = np.einsum("bki,bkj->bij", yc, xc) / n
+    finite = np.isfinite(cov).all(axis=(1, 2)) & np.isfinite(mu_y).all(axis=1) \
+        & np.isfinite(var_x)
+    U, D, Vt = np.linalg.svd(np.where(finite[:, None, None], cov, 0.0))
+    code = np.full(len(x), OK, np.int8)
+    code[D[:, 1] <= 1e-12 * D[:, 0]] = COLLINEAR
+    code[~(var_x > 1e-12 * np.maximum(1.0, np.abs(mu_x).max(axis=1)) ** 2)] = COINCIDENT
+    code[~finite] = NOT_FINITE
+    diag = np.ones((len(x), 3))
+    diag[:, 2] = np.where(np.linalg.det(U) * np.linalg.det(Vt) < 0.0, -1.0, 1.0)
+    R = U @ (diag[:, :, None] * Vt)
+    if with_scale:
+        scale = (D * diag).sum(axis=1) / np.where(code == OK, var_x, 1.0)
+    else:
+        scale = np.ones(len(x))
+    t = mu_y - scale[:, None] * np.einsum("bij,bj->bi", R, mu_x)
+    return R, t, scale, code
+
+
 def umeyama(src: Array, dst: Array, with_scale: bool = True) -> tuple[Array, Array, float]:
     """Rotation (3x3), translation (3,) and scale with ``dst ≈ s R src + t``.
 
@@ -28,23 +66,11 @@ def umeyama(src: Array, dst: Array, with_scale: bool = True) -> tuple[Array, Arr
     if len(x) < 3:
         raise GeometryError(f"need at least 3 point pairs, got {len(x)}")
     if not (np.isfinite(x).all() and np.isfinite(y).all()):
-        raise GeometryError("point sets contain NaN or inf")
-    mu_x, mu_y = x.mean(axis=0), y.mean(axis=0)
-    xc, yc = x - mu_x, y - mu_y
-    var_x = float((xc * xc).sum() / len(x))
-    if not var_x > 1e-12 * max(1.0, float(np.abs(mu_x).max()) ** 2):
-        raise GeometryError("source points coincide; alignment is undefined")
-    cov = yc.T @ xc / len(x)
-    U, D, Vt = np.linalg.svd(cov)
-    if D[1] <= 1e-12 * D[0]:
-        raise GeometryError("points are collinear; rotation is undefined")
-    S = np.eye(3)
-    if np.linalg.det(U) * np.linalg.det(Vt) < 0.0:
-        S[2, 2] = -1.0
-    R = U @ S @ Vt
-    s = float(np.trace(np.diag(D) @ S) / var_x) if with_scale else 1.0
-    t = mu_y - s * R @ mu_x
-    return R, t, s
+        raise GeometryError(_DEGENERATE[NOT_FINITE])
+    R, t, s, code = umeyama_batch(x[None], y[None], with_scale)
+    if code[0] != OK:
+        raise GeometryError(_DEGENERATE[int(code[0])])
+    return R[0], t[0], float(s[0])
 
 
 def similarity_matrix(R: Array, t: Array, s: float = 1.0) -> Array:

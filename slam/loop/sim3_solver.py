@@ -28,7 +28,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from slam.errors import GeometryError
-from slam.geometry.alignment import similarity_matrix, umeyama
+from slam.geometry.alignment import OK, similarity_matrix, umeyama, umeyama_batch
 from slam.geometry.lie import sim3_exp
 
 log = logging.getLogger(__name__)
@@ -106,27 +106,11 @@ def _fit(xyz2: Array, xyz1: Array, fix_scale: bool) -> tuple[Array, float] | Non
 
 def _fit_batch(xyz2: Array, xyz1: Array, fix_scale: bool) -> tuple[Array, Array]:
     """Umeyama on B minimal samples at once: ``S_cam1_cam2`` (M, 4, 4) and scales (M,)
-    of the M non-degenerate ones (the same rules as :func:`umeyama`), in sample order.
+    of the M non-degenerate ones with a positive scale, in sample order.
     ``xyz2``, ``xyz1``: (B, k, 3) source and destination points."""
-    mu_x, mu_y = xyz2.mean(axis=1), xyz1.mean(axis=1)
-    xc, yc = xyz2 - mu_x[:, None], xyz1 - mu_y[:, None]
-    k = xyz2.shape[1]
-    var_x = (xc * xc).sum(axis=(1, 2)) / k
-    cov = np.einsum("bki,bkj->bij", yc, xc) / k
-    finite = np.isfinite(cov).all(axis=(1, 2)) & np.isfinite(mu_y).all(axis=1)
-    U, D, Vt = np.linalg.svd(np.where(finite[:, None, None], cov, 0.0))
-    ok = (finite
-          & (var_x > 1e-12 * np.maximum(1.0, np.abs(mu_x).max(axis=1)) ** 2)
-          & (D[:, 1] > 1e-12 * D[:, 0]))
-    sign = np.where(np.linalg.det(U) * np.linalg.det(Vt) < 0.0, -1.0, 1.0)
-    diag = np.ones((len(cov), 3))
-    diag[:, 2] = sign
-    R = U @ (diag[:, :, None] * Vt)
-    scale = ((D * diag).sum(axis=1) / np.where(ok, var_x, 1.0)) if not fix_scale \
-        else np.ones(len(cov))
-    ok &= scale > 0.0
-    t = mu_y - scale[:, None] * np.einsum("bij,bj->bi", R, mu_x)
-    S = np.zeros((len(cov), 4, 4))
+    R, t, scale, code = umeyama_batch(xyz2, xyz1, with_scale=not fix_scale)
+    ok = (code == OK) & (scale > 0.0)
+    S = np.zeros((len(R), 4, 4))
     S[:, :3, :3] = scale[:, None, None] * R
     S[:, :3, 3] = t
     S[:, 3, 3] = 1.0

@@ -8,10 +8,15 @@ from evo.core.geometry import umeyama_alignment
 
 from slam.errors import GeometryError
 from slam.geometry.alignment import (
+    COINCIDENT,
+    COLLINEAR,
+    NOT_FINITE,
+    OK,
     align_trajectories,
     apply_similarity_to_poses,
     similarity_matrix,
     umeyama,
+    umeyama_batch,
 )
 from slam.geometry.lie import make_pose, so3_exp
 
@@ -96,3 +101,25 @@ def test_umeyama_degenerate(src: np.ndarray) -> None:
 def test_align_bad_shapes() -> None:
     with pytest.raises(GeometryError):
         align_trajectories(np.zeros((5, 2)), np.zeros((5, 2)))
+
+
+@pytest.mark.parametrize("with_scale", [True, False])
+def test_umeyama_batch_agrees_with_evo_and_names_the_degenerate_problems(
+        with_scale: bool) -> None:
+    rng = np.random.default_rng(8)
+    src = rng.normal(size=(6, 10, 3))
+    dst = S_GT * src @ R_GT.T + T_GT + rng.normal(0, 0.05, (6, 10, 3))
+    src[3] = src[3, :1]  # every source point the same
+    src[4] = np.outer(np.linspace(-1, 1, 10), [1.0, 2.0, 0.5])  # on one line
+    dst[5, 4, 1] = np.nan
+    R, t, s, code = umeyama_batch(src, dst, with_scale)
+    assert code.tolist() == [OK, OK, OK, COINCIDENT, COLLINEAR, NOT_FINITE]
+    for b in range(3):
+        R_evo, t_evo, s_evo = umeyama_alignment(src[b].T, dst[b].T, with_scale)
+        np.testing.assert_allclose(R[b], R_evo, atol=1e-10)
+        np.testing.assert_allclose(t[b], t_evo, atol=1e-10)
+        assert s[b] == pytest.approx(s_evo, rel=1e-10)
+    with pytest.raises(GeometryError, match="collinear"):
+        umeyama(src[4], dst[4], with_scale)
+    with pytest.raises(GeometryError, match="coincide"):
+        umeyama(src[3], dst[3], with_scale)
