@@ -98,6 +98,27 @@ class Map:
             self.add_observation(pid, kf.id, kp_idx)
             return mp
 
+    def add_points(self, xyz_world: NDArray[np.float64], kf: KeyFrame,
+                   kp_idx: NDArray[np.int64]) -> NDArray[np.int64]:
+        """:meth:`add_point` for N points at once: positions (N, 3) metres, each seen by
+        ``kf`` at its keypoint of ``kp_idx`` (N,) (distinct, none with a point yet).
+        Returns the new ids (N,), ascending."""
+        kp_idx = np.asarray(kp_idx, np.int64)
+        with self.lock:
+            ids = np.arange(self._next_pt, self._next_pt + len(kp_idx), dtype=np.int64)
+            self._next_pt += len(kp_idx)
+            st = self.store
+            st.reserve_many(ids)
+            st.set("xyz", ids, np.asarray(xyz_world, np.float64).reshape(-1, 3))
+            st.set("desc", ids, kf.frame.descriptors[kp_idx])
+            st.set("ref_kf", ids, kf.id)
+            st.set("ref_kp", ids, kp_idx)
+            for pid, i in zip(ids.tolist(), kp_idx.tolist()):
+                self.points[pid] = MapPoint.observed_once(st, pid, kf.id, i)
+                self.changes.point_added(pid)
+            kf.frame.point_ids[kp_idx] = ids
+            return ids
+
     def add_observation(self, pid: int, kf_id: int, kp_idx: int) -> None:
         with self.lock:
             mp = self.points[pid]

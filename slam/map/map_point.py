@@ -42,6 +42,16 @@ class MapPoint:
         mp.ref_kf_id = ref_kf_id
         return mp
 
+    @classmethod
+    def observed_once(cls, store: PointStore, pid: int, kf_id: int, kp_idx: int) -> MapPoint:
+        """The object of a new point seen by keyframe ``kf_id`` at keypoint ``kp_idx``,
+        whose store row (position, descriptor, ``ref_kf``/``ref_kp``) the map has
+        written already (:meth:`slam.map.map.Map.add_points`)."""
+        mp = cls.__new__(cls)
+        mp._s, mp.id, mp.first_kf_id, mp._ref = store, pid, kf_id, kf_id
+        mp.observations, mp.bad, mp.replaced_by = {kf_id: kp_idx}, False, -1
+        return mp
+
     @property
     def ref_kf_id(self) -> int:
         """The reference keyframe (where the point was made, or a later one). Written

@@ -229,6 +229,24 @@ class PointStore:
             col[row] = 1 if name in ("n_visible", "n_found") else 0
         t.n += 1
 
+    def reserve_many(self, ids: NDArray[np.int64]) -> None:
+        """:meth:`reserve` for new ids (N,), ascending and above every id there is
+        (one block of new last rows)."""
+        ids = np.asarray(ids, np.int64)
+        t = self._t
+        if len(ids) == 0:
+            return
+        if np.any(np.diff(ids) <= 0) or (t.n and ids[0] <= t.ids[t.n - 1]):
+            raise ValueError("reserve_many takes new ids in ascending order")
+        if t.n + len(ids) > len(t.ids):
+            t = self._resized(max(2 * t.n, t.n + len(ids)))
+        a, b = t.n, t.n + len(ids)
+        t.ids[a:b], t.alive[a:b] = ids, True
+        t.index.update(zip(ids.tolist(), range(a, b)))
+        for name, col in t.cols.items():
+            col[a:b] = 1 if name in ("n_visible", "n_found") else 0
+        t.n = b
+
     def _insert(self, pid: int) -> None:
         t = self._t
         if pid in t.index:

@@ -68,15 +68,13 @@ def triangulate_with(
         ratio_dist = d2 / d1
         ratio_oct = s1 / s2
         valid &= (ratio_dist * 1.5 * 1.2 > ratio_oct) & (ratio_dist < ratio_oct * 1.5 * 1.2)
-    made: list[int] = []
     with slam_map.lock:
         if kf1.bad or kf2.bad:
             return []
-        for a, b, p in zip(i1[valid], i2[valid], xyz[valid]):
-            if kf1.point_ids[a] >= 0 or kf2.point_ids[b] >= 0:
-                continue
-            mp = slam_map.add_point(p, kf1, int(a))
-            slam_map.add_observation(mp.id, kf2.id, int(b))
-            made.append(mp.id)
+        a, b, p = i1[valid], i2[valid], xyz[valid]
+        free = (kf1.point_ids[a] < 0) & (kf2.point_ids[b] < 0)  # still free (distinct a, b)
+        made = slam_map.add_points(p[free], kf1, a[free]).tolist()
+        for pid, kp in zip(made, b[free].tolist()):
+            slam_map.add_observation(pid, kf2.id, kp)
         slam_map.update_normals_and_depths(made)
     return made

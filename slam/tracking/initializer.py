@@ -33,19 +33,15 @@ def add_depth_points(
     xyz_cam = _unproject(f, cand, K)
     T_world_cam = kf.T_world_cam
     xyz_world = xyz_cam @ T_world_cam[:3, :3].T + T_world_cam[:3, 3]
-    new_ids: list[int] = []
-    counted = 0
+    # All close points, then far ones (closest first) until min_new are counted.
+    far = f.depth_m[cand] > max_close_depth
+    counted = np.arange(len(cand))  # candidates counted before each one
+    take = ~far | (counted <= min_new)
+    cand, xyz_world = cand[take], xyz_world[take]
     with slam_map.lock:
-        for j, i in enumerate(cand):
-            if f.depth_m[i] > max_close_depth and counted > min_new:
-                break
-            counted += 1
-            pid = int(f.point_ids[i])
-            if pid >= 0 and slam_map.get_point(pid) is not None:
-                continue
-            f.point_ids[i] = -1
-            new_ids.append(slam_map.add_point(xyz_world[j], kf, int(i)).id)
-        slam_map.update_normals_and_depths(new_ids)
+        keep = ~slam_map.store.alive_mask(f.point_ids[cand])  # no live point there yet
+        new_ids = slam_map.add_points(xyz_world[keep], kf, cand[keep])
+        slam_map.update_normals_and_depths(new_ids.tolist())
     return len(new_ids)
 
 

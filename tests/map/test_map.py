@@ -461,3 +461,30 @@ def test_reference_observations_follow_every_edit_of_the_points() -> None:
         assert got.frames[g] is m.keyframes[kf_id].frame
     for pid, mp in m.points.items():
         assert m.store.get_one("ref_kp", pid) == mp.observations.get(mp.ref_kf_id, -1)
+
+
+def test_add_points_makes_what_add_point_makes_one_by_one() -> None:
+    """A block of new points: the same ids, store rows, objects, keyframe links and
+    change records as creating them one at a time."""
+    a, kfs_a = _map_with_keyframes(2, seed=9)
+    b, kfs_b = _map_with_keyframes(2, seed=9)
+    _share(a, kfs_a, 5)
+    _share(b, kfs_b, 5)
+    a.take_changes("test"), b.take_changes("test")
+    kp = np.array([40, 12, 77, 13])
+    xyz = np.random.default_rng(2).uniform(1, 5, (4, 3))
+    one = [a.add_point(x, kfs_a[1], int(i)).id for x, i in zip(xyz, kp)]
+    block = b.add_points(xyz, kfs_b[1], kp)
+    assert block.tolist() == one
+    for pid in one:
+        pa, pb = a.points[pid], b.points[pid]
+        assert (pa.observations, pa.ref_kf_id, pa.first_kf_id, pa.bad, pa.replaced_by) == (
+            pb.observations, pb.ref_kf_id, pb.first_kf_id, pb.bad, pb.replaced_by)
+        for name in ("xyz", "desc", "normal", "n_visible", "n_found", "ref_kf", "ref_kp"):
+            np.testing.assert_array_equal(a.store.get_one(name, pid),  # type: ignore[arg-type]
+                                          b.store.get_one(name, pid))  # type: ignore[arg-type]
+    np.testing.assert_array_equal(kfs_a[1].point_ids, kfs_b[1].point_ids)
+    da, db = a.take_changes("test"), b.take_changes("test")
+    assert da.added_ids.tolist() == db.added_ids.tolist() == sorted(one)
+    np.testing.assert_array_equal(da.added_xyz, db.added_xyz)
+    _check_consistent(b)

@@ -141,3 +141,21 @@ def test_distinct_alive_is_a_sorted_set_difference_of_live_ids() -> None:
     assert st.distinct_alive(query, exclude).tolist() == want
     assert st.distinct_alive(query.reshape(-1, 30)).tolist() == sorted(set(query.tolist()) & live)
     assert st.distinct_alive(np.zeros(0, np.int64)).tolist() == []
+
+
+def test_reserve_many_appends_a_block_as_reserve_would_one_by_one() -> None:
+    one, block = _store([2, 5]), _store([2, 5])
+    for pid in (7, 8, 20, 21, 22):  # past the capacity of 4: the table grows
+        one.reserve(pid)
+    block.reserve_many(np.array([7, 8, 20, 21, 22]))
+    ids = np.array([2, 5, 7, 8, 20, 21, 22])
+    assert len(block) == len(one) == 7 and block.capacity >= 7
+    np.testing.assert_array_equal(block.rows(ids), one.rows(ids))
+    for name in ("xyz", "n_visible", "n_found", "ref_kp"):
+        np.testing.assert_array_equal(block.get(name, ids), one.get(name, ids))  # type: ignore[arg-type]
+    assert block.alive_mask(ids).all()
+    block.reserve_many(np.zeros(0, np.int64))
+    with pytest.raises(ValueError):
+        block.reserve_many(np.array([30, 29]))
+    with pytest.raises(ValueError):
+        block.reserve_many(np.array([22, 23]))  # not above the last id
