@@ -113,6 +113,7 @@ class Map:
             st.set("desc", ids, kf.frame.descriptors[kp_idx])
             st.set("ref_kf", ids, kf.id)
             st.set("ref_kp", ids, kp_idx)
+            st.set("n_obs", ids, 1)
             for pid, i in zip(ids.tolist(), kp_idx.tolist()):
                 self.points[pid] = MapPoint.observed_once(st, pid, kf.id, i)
                 self.changes.point_added(pid)
@@ -125,8 +126,7 @@ class Map:
             kf = self.keyframes[kf_id]
             mp.observations[kf_id] = kp_idx
             kf.frame.point_ids[kp_idx] = pid
-            if kf_id == mp.ref_kf_id:
-                mp.sync_ref()
+            mp.sync_store()
 
     # --- queries -----------------------------------------------------------
     def get_point(self, pid: int) -> MapPoint | None:
@@ -188,10 +188,8 @@ class Map:
         """How many keyframes see each live point of a keyframe, (M,)."""
         with self.lock:
             kf = self.keyframes[kf_id]
-            points = self.points
-            counts = [len(mp.observations) for p in kf.point_ids[kf.point_ids >= 0].tolist()
-                      if (mp := points.get(p)) is not None and not mp.bad]
-            return np.array(counts, np.int64)
+            _, _, (n_obs,) = self.store.gather_mask(kf.point_ids[kf.point_ids >= 0], ("n_obs",))
+            return np.asarray(n_obs, np.int64)
 
     def point_arrays(self, pids: Iterable[int] | NDArray[np.int64]) -> PointArrays:
         """Arrays of the given points that still exist, in the order given (erased ones
@@ -358,8 +356,10 @@ class Map:
                 kf.frame.point_ids[idx] = -1
             if not mp.observations:
                 self.erase_point(pid)
-            elif mp.ref_kf_id == kf_id and mp.observations:
+                return
+            if mp.ref_kf_id == kf_id:
                 mp.ref_kf_id = next(iter(mp.observations))
+            mp.sync_store()
 
     def erase_point(self, pid: int) -> None:
         """Mark a point bad and detach it from every keyframe."""
@@ -394,7 +394,7 @@ class Map:
                 else:
                     mp_new.observations[kid] = idx
                     kf.frame.point_ids[idx] = new
-            mp_new.sync_ref()
+            mp_new.sync_store()
             mp_new.n_visible += mp_old.n_visible
             mp_new.n_found += mp_old.n_found
             mp_old.observations.clear()

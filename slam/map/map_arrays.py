@@ -232,6 +232,6 @@ def _rebuild_points(m: Map, a: Arrays) -> None:
     for j, pid in enumerate(ids.tolist()):
         mp = MapPoint.existing(st, pid, ref_kf_id=ref[j], first_kf_id=first[j])
         mp.observations = dict(zip(obs_kf[obs[j]], obs_idx[obs[j]]))
-        mp.sync_ref()
+        mp.sync_store()
         mp.bad, mp.replaced_by = bad[j], repl[j]
         m.points[pid] = mp

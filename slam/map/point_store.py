@@ -24,13 +24,14 @@ import numpy as np
 from numpy.typing import NDArray
 
 Field = Literal["xyz", "desc", "normal", "min_dist", "max_dist", "n_visible", "n_found",
-                "ref_kf", "ref_kp"]
+                "ref_kf", "ref_kp", "n_obs"]
 _LAYOUT: dict[str, tuple[Any, tuple[int, ...]]] = {
     "xyz": (np.float64, (3,)), "desc": (np.uint8, (32,)), "normal": (np.float64, (3,)),
     "min_dist": (np.float64, ()), "max_dist": (np.float64, ()),
     "n_visible": (np.int64, ()), "n_found": (np.int64, ()),
     # The reference keyframe and the point's keypoint there (-1: not observed there).
     "ref_kf": (np.int64, ()), "ref_kp": (np.int64, ()),
+    "n_obs": (np.int64, ()),  # keyframes observing the point
 }
 COMPACT_MIN_DEAD = 4096  # erased rows are dropped once there are this many and more than live
 LOOKUP_SPAN_PER_ROW = 4  # a vector lookup's table spans at most this many ids per row ...
@@ -103,8 +104,8 @@ class _Lookup:
 class PointStore:
     """Per-point ``xyz`` (3,) metres, ``desc`` (32,) uint8, ``normal`` (3,),
     ``min_dist``/``max_dist`` metres, ``n_visible``/``n_found`` counts, ``ref_kf`` (the
-    reference keyframe's id) and ``ref_kp`` (the point's keypoint in it, -1 when it has
-    none), and whether the point is alive, by point id."""
+    reference keyframe's id), ``ref_kp`` (the point's keypoint in it, -1 when it has
+    none), ``n_obs`` (keyframes observing it), and whether the point is alive, by id."""
 
     def __init__(self, capacity: int = 4096) -> None:
         self._t = _Table(max(1, capacity))

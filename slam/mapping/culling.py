@@ -60,14 +60,14 @@ def cull_keyframes(
                 idx = idx[(d < 0) | (d <= max_close_depth)]
             own = octaves_of(nid)
             assert own is not None
-            n_points = n_redundant = 0
-            for i, pid in zip(idx.tolist(), nkf.point_ids[idx].tolist()):
-                mp = slam_map.points.get(pid)
-                if mp is None or mp.bad:
-                    continue
-                n_points += 1
-                if len(mp.observations) <= 3:
-                    continue
+            # Live points count; only those seen by more than 3 keyframes can be seen by
+            # 3 others at a fine enough scale (the store's counts spare the Python loop).
+            pids = nkf.point_ids[idx]
+            _, live, (n_obs,) = slam_map.store.gather_mask(pids, ("n_obs",))
+            n_points, n_redundant = int(np.count_nonzero(live)), 0
+            many = np.flatnonzero(live)[n_obs > 3]
+            for i, pid in zip(idx[many].tolist(), pids[many].tolist()):
+                mp = slam_map.points[pid]
                 level = own[i] + 1
                 seen = 0
                 for okid, oi in mp.observations.items():

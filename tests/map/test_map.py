@@ -431,8 +431,9 @@ def _reference_observations_by_objects(m: Map, pids: np.ndarray) -> dict[int, tu
 
 def test_reference_observations_follow_every_edit_of_the_points() -> None:
     """The store's copy of each point's reference keypoint (what reference_observations
-    reads) agrees with the point objects after additions, erasures, fusions, reference
-    changes and a culled keyframe."""
+    reads) and of its number of observations (observation_counts) agree with the point
+    objects after additions, erasures, fusions, reference changes and a culled
+    keyframe."""
     m, kfs = _map_with_keyframes(5, seed=3)
     pids = _share(m, kfs[:3], 20) + _share(m, kfs[2:], 20, start=20)
     pids += _share(m, kfs[1:4], 10, start=40)
@@ -461,6 +462,12 @@ def test_reference_observations_follow_every_edit_of_the_points() -> None:
         assert got.frames[g] is m.keyframes[kf_id].frame
     for pid, mp in m.points.items():
         assert m.store.get_one("ref_kp", pid) == mp.observations.get(mp.ref_kf_id, -1)
+        assert m.store.get_one("n_obs", pid) == len(mp.observations)
+    for kf in m.keyframes.values():
+        if not kf.bad:
+            want_counts = [len(m.points[p].observations) for p in kf.point_ids.tolist()
+                           if p >= 0 and p in m.points]
+            assert m.observation_counts(kf.id).tolist() == want_counts
 
 
 def test_add_points_makes_what_add_point_makes_one_by_one() -> None:
