@@ -145,14 +145,18 @@ class SourceFeeder:
     """A thread that reads a source into a :class:`FrameQueue`, then closes it.
 
     ``realtime`` releases frames no faster than their timestamps (the queue then
-    drops the oldest when tracking falls behind, as with a camera).
+    drops the oldest when tracking falls behind, as with a camera). While ``running``
+    (when given) is clear the source is not read: a paused replay loses no frames, and
+    pacing starts again from the first frame after the pause.
     """
 
-    def __init__(self, source: Any, queue: FrameQueue, realtime: bool, on_error: Any) -> None:
+    def __init__(self, source: Any, queue: FrameQueue, realtime: bool, on_error: Any,
+                 running: threading.Event | None = None) -> None:
         self.source = source
         self.queue = queue
         self.realtime = realtime
         self.on_error = on_error
+        self.running = running
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self._run, name="slam-source", daemon=True)
 
@@ -162,8 +166,14 @@ class SourceFeeder:
     def _run(self) -> None:
         t0: tuple[float, float] | None = None
         try:
-            for frame in resilient_frames(self.source, self.on_error):
+            frames = iter(resilient_frames(self.source, self.on_error))
+            while True:
+                if self._wait_running():
+                    t0 = None  # paused: pace from the next frame on
                 if self.stop_event.is_set():
+                    return
+                frame = next(frames, None)
+                if frame is None or self.stop_event.is_set():
                     return
                 if self.realtime:
                     t0 = self._pace(frame.timestamp, t0)
@@ -172,6 +182,14 @@ class SourceFeeder:
             self.on_error(-1, exc)
         finally:
             self.queue.close()
+
+    def _wait_running(self) -> bool:
+        """Wait while paused (until running or stopped); whether it had to wait."""
+        if self.running is None or self.running.is_set():
+            return False
+        while not self.running.wait(0.1) and not self.stop_event.is_set():
+            pass
+        return True
 
     def _pace(self, stamp: float, t0: tuple[float, float] | None) -> tuple[float, float]:
         if t0 is None:

@@ -163,7 +163,7 @@ class SlamService:
         self._spawn(self._tick_loop, "slam-ticker")
         if self.source is not None:
             self._feeder = SourceFeeder(self.source, self._queue, o.realtime,
-                                        self._on_source_error)
+                                        self._on_source_error, running=self._running)
             self._feeder.start()
         log.info("serving: pub %s, commands %s, ingest %s%s", *self.endpoints.values(),
                  " (paused)" if o.paused else "")

@@ -81,3 +81,43 @@ def test_feeder_paces_a_realtime_replay_and_closes_the_queue() -> None:
             got.append(job.frame.index)
     assert got == [0, 1, 3] and time.monotonic() - t0 >= 0.09  # frame 3 at 0.1 s
     feeder.stop()
+
+
+class _Counted(_Frames):
+    """A source that counts the frames read from it."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__(n, True)
+        self.reads = 0
+        self.frame = self._counted
+
+    def _counted(self, i: int) -> SensorFrame:
+        self.reads += 1
+        return SensorFrame(i, i / 30.0, np.zeros((2, 2), np.uint8))
+
+
+def test_a_paused_realtime_replay_reads_nothing_and_loses_no_frame() -> None:
+    """``slam serve --paused`` with a replay at its own rate: the source waits for
+    'resume' (before, the frames of the pause went to the drop-oldest queue and were
+    lost), and pacing starts from the first frame after the pause."""
+    q = FrameQueue(2, drop_oldest=True)
+    running = threading.Event()
+    source = _Counted(6)
+    feeder = SourceFeeder(source, q, realtime=True, on_error=lambda i, e: None,
+                          running=running)
+    feeder.start()
+    try:
+        assert not q.finished and q.get(0.3) is None
+        assert source.reads == 0 and q.drops == 0
+        t_resume = time.monotonic()
+        running.set()
+        got = []
+        while not q.finished:
+            job = q.get(0.5)
+            if job is not None:
+                got.append(job.frame.index)
+        assert got == list(range(6)) and q.drops == 0
+        # Paced from the resume: frame 5 at 5/30 s after it, not at once.
+        assert time.monotonic() - t_resume >= 0.15
+    finally:
+        feeder.stop()
