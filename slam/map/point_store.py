@@ -33,6 +33,7 @@ _LAYOUT: dict[str, tuple[Any, tuple[int, ...]]] = {
     "ref_kf": (np.int64, ()), "ref_kp": (np.int64, ()),
     "n_obs": (np.int64, ()),  # keyframes observing the point
 }
+_COUNT_FROM_ONE = ("n_visible", "n_found")  # a new point was seen and found once
 COMPACT_MIN_DEAD = 4096  # erased rows are dropped once there are this many and more than live
 LOOKUP_SPAN_PER_ROW = 4  # a vector lookup's table spans at most this many ids per row ...
 LOOKUP_MIN_SPAN = 65536  # ... plus this many (older ids are found by binary search)
@@ -227,7 +228,7 @@ class PointStore:
         t.ids[row], t.alive[row] = pid, True
         t.index[int(pid)] = row
         for name, col in t.cols.items():
-            col[row] = 1 if name in ("n_visible", "n_found") else 0
+            col[row] = 1 if name in _COUNT_FROM_ONE else 0
         t.n += 1
 
     def reserve_many(self, ids: NDArray[np.int64]) -> None:
@@ -245,7 +246,7 @@ class PointStore:
         t.ids[a:b], t.alive[a:b] = ids, True
         t.index.update(zip(ids.tolist(), range(a, b)))
         for name, col in t.cols.items():
-            col[a:b] = 1 if name in ("n_visible", "n_found") else 0
+            col[a:b] = 1 if name in _COUNT_FROM_ONE else 0
         t.n = b
 
     def _insert(self, pid: int) -> None:
@@ -256,7 +257,7 @@ class PointStore:
         at = int(np.searchsorted(t.ids[: t.n], pid))
         new.n = t.n + 1
         for dst, src, fill in ((new.ids, t.ids, pid), (new.alive, t.alive, True),
-                               *((new.cols[k], t.cols[k], 1 if k[0] == "n" else 0)
+                               *((new.cols[k], t.cols[k], 1 if k in _COUNT_FROM_ONE else 0)
                                  for k in _LAYOUT)):
             dst[:at], dst[at], dst[at + 1: new.n] = src[:at], fill, src[at: t.n]
         new.reindex()

@@ -159,3 +159,14 @@ def test_reserve_many_appends_a_block_as_reserve_would_one_by_one() -> None:
         block.reserve_many(np.array([30, 29]))
     with pytest.raises(ValueError):
         block.reserve_many(np.array([22, 23]))  # not above the last id
+
+
+def test_a_new_row_starts_the_same_whether_appended_or_inserted() -> None:
+    """Seen and found once, no observations, no reference keypoint yet: the same start
+    for reserve (a last row), an id below the last (inserted) and reserve_many."""
+    st = _store([3, 10])
+    st.reserve(5)  # below the last id: inserted
+    st.reserve(11)
+    st.reserve_many(np.array([12, 13]))
+    for name, want in (("n_visible", 1), ("n_found", 1), ("n_obs", 0), ("ref_kp", 0)):
+        assert st.get(name, np.array([5, 11, 12, 13])).tolist() == [want] * 4, name  # type: ignore[arg-type]
