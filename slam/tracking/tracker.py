@@ -79,10 +79,7 @@ class Tracker:
         self.close_depth = calib.max_close_depth_m or self.tcfg.default_close_depth_m
         self.keyframes = KeyframePolicy(self.tcfg, sensor)
         self.state = TrackState.INITIALIZING
-        self.mono_init: MonocularInitializer | None = None
-        if sensor == "mono":
-            self.mono_init = MonocularInitializer(self.K, self.tcfg.min_init_map_points,
-                                                 self.tcfg.init_seed)
+        self.mono_init = self._new_initializer()
         self.last_frame: Frame | None = None
         self.velocity: NDArray[np.float64] | None = None  # T_cur_last
         self.ref_kf: KeyFrame | None = None
@@ -94,6 +91,12 @@ class Tracker:
         self.relocalizations = 0
         self._last_T_cam_ref: tuple[int, NDArray[np.float64]] | None = None
         self._map_corrected = False
+
+    def _new_initializer(self) -> MonocularInitializer | None:
+        """A fresh two-view initialiser for monocular tracking (None otherwise)."""
+        if self.sensor != "mono":
+            return None
+        return MonocularInitializer(self.K, self.tcfg.min_init_map_points, self.tcfg.init_seed)
 
     def notify_map_corrected(self) -> None:
         """Loop closing moved keyframes: re-pose the last frame before the next one."""
@@ -107,9 +110,7 @@ class Tracker:
     def reset(self) -> None:
         """Forget the tracking state (the map was cleared for a new one)."""
         self.state = TrackState.INITIALIZING
-        if self.sensor == "mono":
-            self.mono_init = MonocularInitializer(self.K, self.tcfg.min_init_map_points,
-                                                 self.tcfg.init_seed)
+        self.mono_init = self._new_initializer()
         self.last_frame = None
         self.velocity = None
         self.ref_kf = None

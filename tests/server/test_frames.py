@@ -69,16 +69,22 @@ def test_resilient_frames_skip_exactly_the_bad_frame_when_they_can() -> None:
     assert got == [0, 1] and errors == [2]  # a generator cannot go on after raising
 
 
-def test_feeder_paces_a_realtime_replay_and_closes_the_queue() -> None:
-    q = FrameQueue(8, drop_oldest=False)
-    feeder = SourceFeeder(_Frames(4, True), q, realtime=True, on_error=lambda i, e: None)
-    t0 = time.monotonic()
-    feeder.start()
+def _drain(q: FrameQueue) -> list[int]:
+    """The frame indices taken from ``q`` until it is closed and empty."""
     got = []
     while not q.finished:
         job = q.get(0.5)
         if job is not None:
             got.append(job.frame.index)
+    return got
+
+
+def test_feeder_paces_a_realtime_replay_and_closes_the_queue() -> None:
+    q = FrameQueue(8, drop_oldest=False)
+    feeder = SourceFeeder(_Frames(4, True), q, realtime=True, on_error=lambda i, e: None)
+    t0 = time.monotonic()
+    feeder.start()
+    got = _drain(q)
     assert got == [0, 1, 3] and time.monotonic() - t0 >= 0.09  # frame 3 at 0.1 s
     feeder.stop()
 
@@ -111,11 +117,7 @@ def test_a_paused_realtime_replay_reads_nothing_and_loses_no_frame() -> None:
         assert source.reads == 0 and q.drops == 0
         t_resume = time.monotonic()
         running.set()
-        got = []
-        while not q.finished:
-            job = q.get(0.5)
-            if job is not None:
-                got.append(job.frame.index)
+        got = _drain(q)
         assert got == list(range(6)) and q.drops == 0
         # Paced from the resume: frame 5 at 5/30 s after it, not at once.
         assert time.monotonic() - t_resume >= 0.15
