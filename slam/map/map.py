@@ -14,7 +14,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from slam.events import MapDelta
-from slam.features.matching import distinctive_descriptor, distinctive_descriptors
+from slam.map import point_upkeep
 from slam.map.changes import ChangeLog
 from slam.map.culled import HUSK_GRACE_CULLS, CulledKeyframes
 from slam.map.keyframe import KeyFrame
@@ -113,7 +113,7 @@ class Map:
             st.set("desc", ids, kf.frame.descriptors[kp_idx])
             st.set("ref_kf", ids, kf.id)
             st.set("ref_kp", ids, kp_idx)
-            st.set("n_obs", ids, 1)
+            st.count_levels(ids, kf.frame.octave[kp_idx], 1)
             for pid, i in zip(ids.tolist(), kp_idx.tolist()):
                 self.points[pid] = MapPoint.observed_once(st, pid, kf.id, i)
                 self.changes.point_added(pid)
@@ -124,8 +124,12 @@ class Map:
         with self.lock:
             mp = self.points[pid]
             kf = self.keyframes[kf_id]
+            before = mp.observations.get(kf_id)
+            if before is not None:
+                self.store.count_levels(pid, kf.frame.octave[before], -1)
             mp.observations[kf_id] = kp_idx
             kf.frame.point_ids[kp_idx] = pid
+            self.store.count_levels(pid, kf.frame.octave[kp_idx], 1)
             mp.sync_store()
 
     # --- queries -----------------------------------------------------------
@@ -188,8 +192,9 @@ class Map:
         """How many keyframes see each live point of a keyframe, (M,)."""
         with self.lock:
             kf = self.keyframes[kf_id]
-            _, _, (n_obs,) = self.store.gather_mask(kf.point_ids[kf.point_ids >= 0], ("n_obs",))
-            return np.asarray(n_obs, np.int64)
+            _, _, (levels,) = self.store.gather_mask(kf.point_ids[kf.point_ids >= 0],
+                                                     ("obs_levels",))
+            return levels.sum(axis=1, dtype=np.int64)
 
     def point_arrays(self, pids: Iterable[int] | NDArray[np.int64]) -> PointArrays:
         """Arrays of the given points that still exist, in the order given (erased ones
@@ -247,97 +252,17 @@ class Map:
     def update_normals_and_depths(self, pids: Iterable[int]) -> None:
         """Recompute mean viewing directions and scale-invariance distances of points."""
         with self.lock:
-            slot: dict[int, int] = {}  # keyframe id -> row of ``centers``
-            centers: list[NDArray[np.float64]] = []
-            rows: list[int] = []  # per observation: the point's row ...
-            obs_slots: list[int] = []  # ... and its keyframe's centre
-            live: list[int] = []
-            ref_slots: list[int] = []
-            ref_levels: list[int] = []
-            for pid in pids:
-                mp = self.points.get(pid)
-                if mp is None or not mp.observations:
-                    continue
-                j = len(live)
-                live.append(pid)
-                for kid in mp.observations:
-                    c = slot.get(kid)
-                    if c is None:
-                        c = slot[kid] = len(centers)
-                        centers.append(self.keyframes[kid].center_world)
-                    rows.append(j)
-                    obs_slots.append(c)
-                ref = mp.ref_kf_id
-                if ref not in mp.observations:
-                    ref = mp.ref_kf_id = next(iter(mp.observations))
-                ref_slots.append(slot[ref])
-                ref_levels.append(int(self.keyframes[ref].frame.octave[mp.observations[ref]]))
-            if not live:
-                return
-            ids = np.array(live, np.int64)
-            xyz = self.store.get("xyz", ids)
-            centre = np.array(centers)
-            r = np.array(rows, np.int64)
-            v = xyz[r] - centre[np.array(obs_slots, np.int64)]
-            v /= np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
-            acc = np.zeros((len(ids), 3))
-            np.add.at(acc, r, v)
-            acc /= np.maximum(np.linalg.norm(acc, axis=1, keepdims=True), 1e-12)
-            self.store.set("normal", ids, acc)
-            dist = np.linalg.norm(xyz - centre[np.array(ref_slots, np.int64)], axis=1)
-            dmax = dist * self.scale_factor ** np.array(ref_levels, np.float64)
-            self.store.set("max_dist", ids, dmax)
-            self.store.set("min_dist", ids, dmax / self.scale_factor ** (self.n_levels - 1))
+            point_upkeep.update_normals_and_depths(self, pids)
 
     def update_descriptor(self, pid: int) -> None:
         """Pick the observed descriptor with the least median distance to the others."""
         with self.lock:
-            mp = self.points.get(pid)
-            if mp is None:
-                return
-            descs = [self.keyframes[k].frame.descriptors[i] for k, i in mp.observations.items()
-                     if k in self.keyframes and not self.keyframes[k].bad]
-            if descs:
-                best = descs[0] if len(descs) == 1 else distinctive_descriptor(np.array(descs))
-                self.store.set("desc", pid, best)
+            point_upkeep.update_descriptor(self, pid)
 
     def update_descriptors(self, pids: Iterable[int]) -> None:
-        """:meth:`update_descriptor` for several points (unknown ids are skipped): the
-        observations' descriptors are gathered per keyframe and the medoids found in
-        one Numba call."""
+        """:meth:`update_descriptor` for several points (unknown ids are skipped)."""
         with self.lock:
-            ids: list[int] = []
-            counts: list[int] = []
-            obs_kf: list[int] = []
-            obs_kp: list[int] = []
-            for pid in pids:
-                mp = self.points.get(pid)
-                if mp is None:
-                    continue
-                n = 0
-                for k, i in mp.observations.items():
-                    kf = self.keyframes.get(k)
-                    if kf is not None and not kf.bad:
-                        obs_kf.append(k)
-                        obs_kp.append(i)
-                        n += 1
-                if n:
-                    ids.append(pid)
-                    counts.append(n)
-            if not ids:
-                return
-            kf_arr, kp_arr = np.array(obs_kf), np.array(obs_kp)
-            descs = np.empty((len(kf_arr), 32), np.uint8)
-            order = np.argsort(kf_arr, kind="stable")  # observations grouped by keyframe
-            ks = kf_arr[order]
-            starts = np.flatnonzero(np.r_[True, ks[1:] != ks[:-1]]).tolist()
-            for a, b in zip(starts, [*starts[1:], len(ks)]):
-                sel = order[a:b]
-                descs[sel] = self.keyframes[int(ks[a])].frame.descriptors[kp_arr[sel]]
-            offsets = np.zeros(len(ids) + 1, np.int64)
-            np.cumsum(counts, out=offsets[1:])
-            best = distinctive_descriptors(descs, offsets)
-            self.store.set("desc", np.array(ids, np.int64), descs[offsets[:-1] + best])
+            point_upkeep.update_descriptors(self, pids)
 
     def erase_observation(self, pid: int, kf_id: int) -> None:
         """Remove one observation; a point left with none is erased.
@@ -352,8 +277,10 @@ class Map:
             if mp is None or kf_id not in mp.observations:
                 return
             idx = mp.observations.pop(kf_id)
-            if kf is not None and kf.frame.point_ids[idx] == pid:
-                kf.frame.point_ids[idx] = -1
+            if kf is not None:
+                self.store.count_levels(pid, kf.frame.octave[idx], -1)
+                if kf.frame.point_ids[idx] == pid:
+                    kf.frame.point_ids[idx] = -1
             if not mp.observations:
                 self.erase_point(pid)
                 return
@@ -394,6 +321,7 @@ class Map:
                 else:
                     mp_new.observations[kid] = idx
                     kf.frame.point_ids[idx] = new
+                    self.store.count_levels(new, kf.frame.octave[idx], 1)
             mp_new.sync_store()
             mp_new.n_visible += mp_old.n_visible
             mp_new.n_found += mp_old.n_found

@@ -21,6 +21,7 @@ from slam.map.keyframe import KeyFrame
 from slam.map.map import Map
 from slam.map.map_point import MapPoint
 from slam.map.point_store import PointStore
+from slam.map.point_upkeep import by_keyframe
 
 log = logging.getLogger(__name__)
 
@@ -235,3 +236,15 @@ def _rebuild_points(m: Map, a: Arrays) -> None:
         mp.sync_store()
         mp.bad, mp.replaced_by = bad[j], repl[j]
         m.points[pid] = mp
+    _count_levels(m, np.repeat(ids, np.diff(a["pt.obs_offsets"])), a["obs.kf_id"],
+                  a["obs.kp_idx"])
+
+
+def _count_levels(m: Map, obs_pid: NDArray[np.int64], obs_kf: NDArray[np.int64],
+                  obs_kp: NDArray[np.int64]) -> None:
+    """The store's observations by level, from the observations (N,) of the loaded
+    points: a keyframe's keypoints at a time."""
+    for kf_id, sel in by_keyframe(obs_kf):
+        kf = m.keyframes.get(kf_id)
+        if kf is not None:
+            m.store.count_levels(obs_pid[sel], kf.frame.octave[obs_kp[sel]], 1)

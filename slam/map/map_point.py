@@ -66,10 +66,10 @@ class MapPoint:
         self._s.set("ref_kp", self.id, self.observations.get(value, -1))
 
     def sync_store(self) -> None:
-        """Store the keypoint of the reference observation and the number of
-        observations again (after ``observations`` changed; the map calls it)."""
+        """Store the keypoint of the reference observation again (after
+        ``observations`` changed; the map calls it, and counts the observations by
+        level itself: :meth:`PointStore.count_levels`)."""
         self._s.set("ref_kp", self.id, self.observations.get(self._ref, -1))
-        self._s.set("n_obs", self.id, len(self.observations))
 
     @property
     def xyz_world(self) -> NDArray[np.float64]:

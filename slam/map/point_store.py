@@ -24,14 +24,17 @@ import numpy as np
 from numpy.typing import NDArray
 
 Field = Literal["xyz", "desc", "normal", "min_dist", "max_dist", "n_visible", "n_found",
-                "ref_kf", "ref_kp", "n_obs"]
+                "ref_kf", "ref_kp", "obs_levels"]
+MAX_LEVELS = 16  # pyramid levels a point's observations are counted by (features.n_levels <=)
 _LAYOUT: dict[str, tuple[Any, tuple[int, ...]]] = {
     "xyz": (np.float64, (3,)), "desc": (np.uint8, (32,)), "normal": (np.float64, (3,)),
     "min_dist": (np.float64, ()), "max_dist": (np.float64, ()),
     "n_visible": (np.int64, ()), "n_found": (np.int64, ()),
     # The reference keyframe and the point's keypoint there (-1: not observed there).
     "ref_kf": (np.int64, ()), "ref_kp": (np.int64, ()),
-    "n_obs": (np.int64, ()),  # keyframes observing the point
+    # Keyframes observing the point, by the pyramid level (octave) of its keypoint there:
+    # their sum is the number of observations; keyframe culling asks how many are as fine.
+    "obs_levels": (np.int32, (MAX_LEVELS,)),
 }
 _COUNT_FROM_ONE = ("n_visible", "n_found")  # a new point was seen and found once
 COMPACT_MIN_DEAD = 4096  # erased rows are dropped once there are this many and more than live
@@ -106,7 +109,8 @@ class PointStore:
     """Per-point ``xyz`` (3,) metres, ``desc`` (32,) uint8, ``normal`` (3,),
     ``min_dist``/``max_dist`` metres, ``n_visible``/``n_found`` counts, ``ref_kf`` (the
     reference keyframe's id), ``ref_kp`` (the point's keypoint in it, -1 when it has
-    none), ``n_obs`` (keyframes observing it), and whether the point is alive, by id."""
+    none), ``obs_levels`` (MAX_LEVELS,) (keyframes observing it, by the level of its
+    keypoint there), and whether the point is alive, by id."""
 
     def __init__(self, capacity: int = 4096) -> None:
         self._t = _Table(max(1, capacity))
@@ -205,6 +209,17 @@ class PointStore:
         """Add ``delta`` to a count field for each of ``ids`` (repeats add repeatedly)."""
         t = self._t
         np.add.at(t.cols[name], self._known(t, ids), delta)
+
+    def count_levels(self, ids: NDArray[np.int64] | int, levels: NDArray[np.integer[Any]] | int,
+                     delta: int) -> None:
+        """Add ``delta`` to ``obs_levels`` of each id at its level (repeats add up):
+        an observation made (+1) or dropped (-1). Call with the map lock held."""
+        t = self._t
+        col = t.cols["obs_levels"]
+        if isinstance(ids, int | np.integer):
+            col[t.row(int(ids)), int(levels)] += delta
+            return
+        np.add.at(col, (self._known(t, ids), np.asarray(levels, np.int64)), delta)
 
     @staticmethod
     def _known(t: _Table, ids: Any) -> NDArray[np.int64]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from slam.map.keyframe import KeyFrame
 from slam.map.map import Map
 
 
@@ -38,48 +39,32 @@ def cull_keyframes(
         kf = slam_map.keyframes.get(kf_id)
         if kf is None:
             return erased
-        octaves: dict[int, list[int]] = {}  # keyframe id -> octave of each keypoint
-
-        def octaves_of(k: int) -> list[int] | None:
-            o = octaves.get(k)
-            if o is None:
-                okf = slam_map.keyframes.get(k)
-                if okf is None:
-                    return None
-                o = octaves[k] = okf.frame.octave.tolist()
-            return o
-
         for nid in list(kf.ordered_covisible):
             nkf = slam_map.keyframes.get(nid)
             if nkf is None or nkf.bad or nid == slam_map.origin_kf_id:
                 continue
-            idx = np.flatnonzero(nkf.point_ids >= 0)
-            if max_close_depth is not None:
-                # Stereo/RGB-D: far points do not count (points without depth do).
-                d = nkf.frame.depth_m[idx]
-                idx = idx[(d < 0) | (d <= max_close_depth)]
-            own = octaves_of(nid)
-            assert own is not None
-            # Live points count; only those seen by more than 3 keyframes can be seen by
-            # 3 others at a fine enough scale (the store's counts spare the Python loop).
-            pids = nkf.point_ids[idx]
-            _, live, (n_obs,) = slam_map.store.gather_mask(pids, ("n_obs",))
-            n_points, n_redundant = int(np.count_nonzero(live)), 0
-            many = np.flatnonzero(live)[n_obs > 3]
-            for i, pid in zip(idx[many].tolist(), pids[many].tolist()):
-                mp = slam_map.points[pid]
-                level = own[i] + 1
-                seen = 0
-                for okid, oi in mp.observations.items():
-                    if okid == nid:
-                        continue
-                    o = octaves_of(okid)
-                    if o is not None and o[oi] <= level:
-                        seen += 1
-                        if seen >= 3:
-                            n_redundant += 1
-                            break
-            if n_points > 0 and n_redundant > redundant_ratio * n_points:
+            if _redundant(slam_map, nkf, max_close_depth, redundant_ratio):
                 slam_map.erase_keyframe(nid)
                 erased.append(nid)
     return erased
+
+
+def _redundant(slam_map: Map, kf: KeyFrame, max_close_depth: float | None,
+               redundant_ratio: float) -> bool:
+    """Whether more than ``redundant_ratio`` of the keyframe's live points are seen by
+    3 other keyframes at the keyframe's level or finer (one level of slack): the store
+    counts each point's observations by level, so no observation is visited."""
+    idx = np.flatnonzero(kf.point_ids >= 0)
+    if max_close_depth is not None:
+        # Stereo/RGB-D: far points do not count (points without depth do).
+        d = kf.frame.depth_m[idx]
+        idx = idx[(d < 0) | (d <= max_close_depth)]
+    _, live, (by_level,) = slam_map.store.gather_mask(kf.point_ids[idx], ("obs_levels",))
+    n_points = len(by_level)
+    if n_points == 0:
+        return False
+    level = np.minimum(kf.frame.octave[idx[live]] + 1, by_level.shape[1] - 1)
+    as_fine = np.cumsum(by_level, axis=1)[np.arange(n_points), level]
+    # The keyframe's own observation is among them (its level is finer than level).
+    n_redundant = int(np.count_nonzero(as_fine - 1 >= 3))
+    return n_redundant > redundant_ratio * n_points

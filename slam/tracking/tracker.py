@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -30,6 +29,7 @@ from slam.stages import StageClock
 from slam.tracking.frontend import FrameBuilder
 from slam.tracking.initializer import MonocularInitializer, add_depth_points, initialize_from_depth
 from slam.tracking.keyframe_policy import KeyframeEvidence, KeyframePolicy
+from slam.tracking.local_map import local_keyframes, search_local_points
 from slam.tracking.projection import match_projected, project_into
 from slam.tracking.relocalization import recover_from_local_map, relocalize
 from slam.tracking.state import TrackResult, TrackState
@@ -374,60 +374,17 @@ class Tracker:
             log.info("frame %d: recovered against the local map", frame.id)
         return ok
 
-    def _update_local_keyframes(self, frame: Frame) -> list[int]:
-        counter: Counter[int] = Counter()
-        with self.map.lock:
-            for p in frame.point_ids[frame.point_ids >= 0]:
-                mp = self.map.points.get(int(p))
-                if mp is not None:
-                    counter.update(mp.observations.keys())
-            if not counter:
-                return self.local_kf_ids
-            limit = self.tcfg.local_map_keyframes
-            local = [k for k, _ in counter.most_common(limit)]
-            seen = set(local)
-            for k in list(local):
-                kf = self.map.keyframes.get(k)
-                if kf is None or kf.bad:
-                    continue
-                for nb in kf.best_covisible(10):
-                    if len(seen) >= 3 * limit:
-                        break
-                    if nb not in seen and not self.map.keyframes[nb].bad:
-                        seen.add(nb)
-                        local.append(nb)
-            ref_id = counter.most_common(1)[0][0]
-            self.ref_kf = self.map.keyframes[ref_id]
-        self.local_kf_ids = local
-        return local
-
     def _track_local_map(self, frame: Frame, image: NDArray[np.uint8]) -> bool:
-        local = self._update_local_keyframes(frame)
-        matched = frame.point_ids[frame.point_ids >= 0]
+        found = local_keyframes(self.map, frame.point_ids[frame.point_ids >= 0],
+                                self.tcfg.local_map_keyframes)
+        if found is not None:
+            self.local_kf_ids, ref_id = found
+            self.ref_kf = self.map.keyframes[ref_id]
         counting = not self.localization_only  # a localisation-only map stays as loaded
-        if counting:
-            self.map.count_visible(matched)
-        pids = self.map.point_ids_of(local, exclude=matched)
-        pts = self.map.point_arrays(pids)
-        if len(pts):
-            assert frame.T_cam_world is not None
-            proj = project_into(frame, frame.T_cam_world, self.K, pts.xyz_world, pts.normals,
-                                pts.min_dist, pts.max_dist, self.cfg.features.scale_factor,
-                                self.cfg.features.n_levels)
-            t = self.tcfg
-            th = t.local_search_radius_rgbd_px if self.sensor == "rgbd" else \
-                t.local_search_radius_px
-            if frame.id - self._recovered_at < t.recovered_frames:
-                th = t.local_search_radius_recovered_px
-            # Head-on views (within ~3.6 degrees of the point's mean view) search closer.
-            r = np.where(proj.view_cos > 0.998, 2.5, 4.0) * th
-            radius = r * self.builder.scale_factors[proj.level]
-            sel, kp = match_projected(frame, proj, pts.descriptors, radius,
-                                      th_high=self.tcfg.hamming_threshold_high,
-                                      ratio=self.tcfg.match_ratio)
-            frame.point_ids[kp] = pts.ids[sel]
-            if counting:
-                self.map.count_visible(pts.ids[proj.keep])
+        search_local_points(
+            frame, self.map, self.local_kf_ids, self.K, self.cfg, self.sensor,
+            self.builder.scale_factors, counting=counting,
+            recovered=frame.id - self._recovered_at < self.tcfg.recovered_frames)
         n = self._optimize(frame)
         if self.subpixel == "all" and n >= self.tcfg.min_tracked_points:
             with self.clock.stage("subpixel"):

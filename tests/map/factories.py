@@ -9,7 +9,7 @@ from numpy.typing import NDArray
 
 from slam.camera.pinhole import Calibration
 from slam.config import FeatureConfig
-from slam.geometry.lie import se3_inv
+from slam.geometry.lie import make_pose, se3_inv
 from slam.io.types import SensorFrame
 from slam.map.frame import Frame
 from slam.map.keyframe import KeyFrame
@@ -126,3 +126,37 @@ def synthetic_frame(sensor: str, index: int, frame_id: int | None = None) -> Fra
         builder.close()
     frame.T_cam_world = gt_T_cam_world(index)
     return frame
+
+
+N_KP = 100  # keypoints of each keyframe of map_with_keyframes
+
+
+def camera_at(x: float) -> np.ndarray:
+    """T_cam_world of a camera at (x, 0, 0) looking along +z (world)."""
+    return np.asarray(se3_inv(make_pose(np.eye(3), np.array([x, 0.0, 0.0]))), np.float64)
+
+
+def map_with_keyframes(n_kf: int, seed: int = 0) -> tuple[Map, list[KeyFrame]]:
+    """A map of ``n_kf`` keyframes 0.1 m apart along x, N_KP random keypoints each
+    (levels 0-2), no points."""
+    rng = np.random.default_rng(seed)
+    m = Map(SCALE_FACTOR, N_LEVELS)
+    kfs = []
+    for k in range(n_kf):
+        uv = rng.uniform([0, 0], [320, 240], size=(N_KP, 2))
+        octave = rng.integers(0, 3, N_KP).astype(np.int32)
+        frame = make_frame(uv, frame_id=k, octave=octave, rng=rng)
+        kfs.append(make_keyframe(m, frame, camera_at(0.1 * k)))
+    return m, kfs
+
+
+def share_points(m: Map, kfs: list[KeyFrame], n: int, start: int = 0) -> list[int]:
+    """``n`` new points seen by every keyframe in ``kfs`` at keypoints start..start+n."""
+    pids = []
+    rng = np.random.default_rng(start)
+    for i in range(start, start + n):
+        mp = m.add_point(rng.uniform([-1, -1, 3], [1, 1, 5]), kfs[0], i)
+        for kf in kfs[1:]:
+            m.add_observation(mp.id, kf.id, i)
+        pids.append(mp.id)
+    return pids

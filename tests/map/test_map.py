@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from slam.geometry.lie import make_pose, se3_inv, so3_exp
+from slam.geometry.lie import make_pose, so3_exp
 from slam.map.frame import Frame
 from slam.map.keyframe import KeyFrame
 from slam.map.map import COVISIBILITY_MIN_SHARED, Map
@@ -14,40 +14,9 @@ from tests.map.factories import (
     N_LEVELS,
     SCALE_FACTOR,
     make_frame,
-    make_keyframe,
-    random_descriptors,
+    map_with_keyframes,
+    share_points,
 )
-
-N_KP = 100
-
-
-def _pose(x: float) -> np.ndarray:
-    """T_cam_world of a camera at (x, 0, 0) looking along +z (world)."""
-    return np.asarray(se3_inv(make_pose(np.eye(3), np.array([x, 0.0, 0.0]))), np.float64)
-
-
-def _map_with_keyframes(n_kf: int, seed: int = 0) -> tuple[Map, list[KeyFrame]]:
-    rng = np.random.default_rng(seed)
-    m = Map(SCALE_FACTOR, N_LEVELS)
-    kfs = []
-    for k in range(n_kf):
-        uv = rng.uniform([0, 0], [320, 240], size=(N_KP, 2))
-        octave = rng.integers(0, 3, N_KP).astype(np.int32)
-        frame = make_frame(uv, frame_id=k, octave=octave, rng=rng)
-        kfs.append(make_keyframe(m, frame, _pose(0.1 * k)))
-    return m, kfs
-
-
-def _share(m: Map, kfs: list[KeyFrame], n: int, start: int = 0) -> list[int]:
-    """``n`` new points seen by every keyframe in ``kfs`` at keypoints start..start+n."""
-    pids = []
-    rng = np.random.default_rng(start)
-    for i in range(start, start + n):
-        mp = m.add_point(rng.uniform([-1, -1, 3], [1, 1, 5]), kfs[0], i)
-        for kf in kfs[1:]:
-            m.add_observation(mp.id, kf.id, i)
-        pids.append(mp.id)
-    return pids
 
 
 def _check_consistent(m: Map) -> None:
@@ -104,13 +73,13 @@ def test_keyframe_pose_and_covisible_order() -> None:
 
 
 def test_ids_and_origin() -> None:
-    m, kfs = _map_with_keyframes(3)
+    m, kfs = map_with_keyframes(3)
     assert [kf.id for kf in kfs] == [0, 1, 2]
     assert m.origin_kf_id == 0 and m.n_keyframes() == 3
 
 
 def test_add_point_sets_observation_normal_and_scale_range() -> None:
-    m, kfs = _map_with_keyframes(2)
+    m, kfs = map_with_keyframes(2)
     kf = kfs[1]
     kf.frame.octave[7] = 2
     xyz = np.array([0.4, 0.3, 2.0])
@@ -130,7 +99,7 @@ def test_add_point_sets_observation_normal_and_scale_range() -> None:
 
 
 def test_normal_is_mean_viewing_direction() -> None:
-    m, kfs = _map_with_keyframes(3)
+    m, kfs = map_with_keyframes(3)
     xyz = np.array([0.1, 0.0, 3.0])
     mp = m.add_point(xyz, kfs[0], 0)
     m.add_observation(mp.id, kfs[2].id, 5)
@@ -141,9 +110,9 @@ def test_normal_is_mean_viewing_direction() -> None:
 
 
 def test_point_arrays_and_points_of() -> None:
-    m, kfs = _map_with_keyframes(3)
-    a = _share(m, kfs[:2], 3, start=0)
-    b = _share(m, kfs[1:], 2, start=10)
+    m, kfs = map_with_keyframes(3)
+    a = share_points(m, kfs[:2], 3, start=0)
+    b = share_points(m, kfs[1:], 2, start=10)
     assert sorted(m.points_of([kfs[0].id])) == a
     assert sorted(m.points_of([kfs[0].id, kfs[2].id])) == sorted(a + b)
     m.erase_point(a[1])
@@ -156,54 +125,10 @@ def test_point_arrays_and_points_of() -> None:
     assert a[1] not in m.points_of([kfs[0].id])
 
 
-def test_update_descriptor_picks_the_medoid() -> None:
-    m, kfs = _map_with_keyframes(5)
-    rng = np.random.default_rng(3)
-    bits = np.unpackbits(random_descriptors(rng, 1)[0])
-    variants = []
-    flips = [range(0, 2), range(10, 20), range(20, 40), range(40, 70), range(70, 110)]
-    for k, f in enumerate(flips):
-        b = bits.copy()
-        b[list(f)] ^= 1
-        variants.append(np.packbits(b))
-        kfs[k].frame.descriptors[0] = variants[-1]
-    mp = m.add_point(np.array([0.0, 0.0, 3.0]), kfs[4], 0)
-    for kf in kfs[:4]:
-        m.add_observation(mp.id, kf.id, 0)
-    m.update_descriptor(mp.id)
-    # Sorted rows of the distance matrix: v0 [0, 12, 22, 32, 42] has the least median (22);
-    # the next is v1 [0, 12, 30, 40, 50].
-    np.testing.assert_array_equal(mp.descriptor, variants[0])
-    m.update_descriptors([mp.id, 12345])  # unknown ids are skipped
-    np.testing.assert_array_equal(mp.descriptor, variants[0])
-
-
-def test_batched_normals_equal_single_updates() -> None:
-    m, kfs = _map_with_keyframes(3)
-    pids = _share(m, kfs, 10)
-    _share(m, kfs[1:], 5, start=20)
-    m.update_normals_and_depths(list(m.points))
-    batched = m.point_arrays(list(m.points))
-    m2, kfs2 = _map_with_keyframes(3)
-    _share(m2, kfs2, 10)
-    _share(m2, kfs2[1:], 5, start=20)
-    for p in list(m2.points):
-        m2.update_normal_and_depth(p)
-    single = m2.point_arrays(list(m2.points))
-    np.testing.assert_allclose(batched.normals, single.normals, atol=1e-12)
-    np.testing.assert_allclose(batched.max_dist, single.max_dist, rtol=1e-12)
-    np.testing.assert_allclose(np.linalg.norm(batched.normals, axis=1), 1.0, rtol=1e-12)
-    mp = m.points[pids[0]]
-    ref = m.keyframes[mp.ref_kf_id]
-    level = ref.frame.octave[mp.observations[ref.id]]
-    assert mp.max_dist == pytest.approx(
-        np.linalg.norm(mp.xyz_world - ref.center_world) * SCALE_FACTOR**level)
-
-
 # --- erasure and fusion ------------------------------------------------------------------
 def test_erase_observation_keeps_dicts_consistent() -> None:
-    m, kfs = _map_with_keyframes(3)
-    pids = _share(m, kfs, 5)
+    m, kfs = map_with_keyframes(3)
+    pids = share_points(m, kfs, 5)
     m.erase_observation(pids[0], kfs[0].id)
     assert kfs[0].id not in m.points[pids[0]].observations and kfs[0].point_ids[0] == -1
     assert m.points[pids[0]].ref_kf_id != kfs[0].id
@@ -213,7 +138,7 @@ def test_erase_observation_keeps_dicts_consistent() -> None:
 
 
 def test_erase_last_observation_erases_point() -> None:
-    m, kfs = _map_with_keyframes(2)
+    m, kfs = map_with_keyframes(2)
     mp = m.add_point(np.array([0.0, 0.0, 3.0]), kfs[0], 4)
     m.erase_observation(mp.id, kfs[0].id)
     assert mp.id not in m.points and mp.bad and m.get_point(mp.id) is None
@@ -222,8 +147,8 @@ def test_erase_last_observation_erases_point() -> None:
 
 
 def test_erase_observation_keeps_point_left_with_one_view() -> None:
-    m, kfs = _map_with_keyframes(2)
-    pid = _share(m, kfs, 1)[0]
+    m, kfs = map_with_keyframes(2)
+    pid = share_points(m, kfs, 1)[0]
     m.erase_observation(pid, kfs[0].id)
     assert pid in m.points and m.points[pid].observations == {kfs[1].id: 0}
     assert kfs[0].point_ids[0] == -1 and kfs[1].point_ids[0] == pid
@@ -231,8 +156,8 @@ def test_erase_observation_keeps_point_left_with_one_view() -> None:
 
 
 def test_erase_point_detaches_from_every_keyframe() -> None:
-    m, kfs = _map_with_keyframes(3)
-    pids = _share(m, kfs, 4)
+    m, kfs = map_with_keyframes(3)
+    pids = share_points(m, kfs, 4)
     version = m.version
     m.erase_point(pids[2])
     assert pids[2] not in m.points and m.n_points() == 3 and m.version > version
@@ -242,7 +167,7 @@ def test_erase_point_detaches_from_every_keyframe() -> None:
 
 
 def test_replace_point_moves_observations() -> None:
-    m, kfs = _map_with_keyframes(4)
+    m, kfs = map_with_keyframes(4)
     old = m.add_point(np.array([0.0, 0.0, 3.0]), kfs[0], 1)
     m.add_observation(old.id, kfs[1].id, 2)
     new = m.add_point(np.array([0.0, 0.01, 3.0]), kfs[1], 3)
@@ -264,11 +189,11 @@ def test_replace_point_moves_observations() -> None:
 def _covisibility_map() -> tuple[Map, list[KeyFrame]]:
     """kf0-kf1 share 20 points, kf1-kf2 share 16 (+2 seen by all three), kf0-kf2 only those 2,
     kf3 shares 5 with kf2."""
-    m, kfs = _map_with_keyframes(4)
-    _share(m, kfs[:2], 18, start=0)
-    _share(m, kfs[:3], 2, start=18)
-    _share(m, kfs[1:3], 14, start=20)
-    _share(m, kfs[2:4], 5, start=40)
+    m, kfs = map_with_keyframes(4)
+    share_points(m, kfs[:2], 18, start=0)
+    share_points(m, kfs[:3], 2, start=18)
+    share_points(m, kfs[1:3], 14, start=20)
+    share_points(m, kfs[2:4], 5, start=40)
     for kf in kfs:
         m.update_connections(kf.id)
     return m, kfs
@@ -309,7 +234,7 @@ def test_origin_keyframe_cannot_be_erased() -> None:
 def test_erase_keyframe_reparents_children_and_drops_observations() -> None:
     m, kfs = _covisibility_map()
     # kf3 also shares 15 points with kf1, so it may hang from kf1 once kf2 is gone.
-    _share(m, [kfs[1], kfs[3]], 15, start=60)
+    share_points(m, [kfs[1], kfs[3]], 15, start=60)
     m.update_connections(kfs[3].id)
     only_kf2 = m.add_point(np.array([0.0, 0.0, 4.0]), kfs[2], 90).id
     m.erase_keyframe(kfs[2].id)
@@ -327,9 +252,9 @@ def test_erase_keyframe_reparents_children_and_drops_observations() -> None:
 
 
 def test_erase_chain_keeps_a_tree() -> None:
-    m, kfs = _map_with_keyframes(6, seed=4)
+    m, kfs = map_with_keyframes(6, seed=4)
     for a in range(5):  # a chain: keyframes a and a + 1 share 20 points
-        _share(m, kfs[a:a + 2], 20, start=20 * a)
+        share_points(m, kfs[a:a + 2], 20, start=20 * a)
     for kf in kfs:
         m.update_connections(kf.id)
     _check_tree(m)
@@ -342,9 +267,9 @@ def test_erase_chain_keeps_a_tree() -> None:
 
 def _culled_chain() -> tuple[Map, list[KeyFrame], dict[int, np.ndarray]]:
     """A chain of 6 keyframes with 2, 4 and 1 culled; their poses before culling."""
-    m, kfs = _map_with_keyframes(6, seed=4)
+    m, kfs = map_with_keyframes(6, seed=4)
     for a in range(5):
-        _share(m, kfs[a:a + 2], 20, start=20 * a)
+        share_points(m, kfs[a:a + 2], 20, start=20 * a)
     for kf in kfs:
         m.update_connections(kf.id)
     poses = {k: m.keyframe_pose(k) for k in (1, 2, 4)}
@@ -378,8 +303,8 @@ def test_pruning_keeps_the_chains_poses_need_and_waits_its_grace() -> None:
 
 
 def test_a_loaded_maps_culled_keyframes_are_released() -> None:
-    m, kfs = _map_with_keyframes(3)
-    _share(m, kfs, 20)
+    m, kfs = map_with_keyframes(3)
+    share_points(m, kfs, 20)
     for kf in kfs:
         m.update_connections(kf.id)
     kfs[1].bad = True  # as a map file of an older version would hold it
@@ -390,9 +315,9 @@ def test_a_loaded_maps_culled_keyframes_are_released() -> None:
 
 
 def test_n_tracked_points_counts_observations() -> None:
-    m, kfs = _map_with_keyframes(3)
-    _share(m, kfs, 4, start=0)
-    _share(m, kfs[:2], 3, start=4)
+    m, kfs = map_with_keyframes(3)
+    share_points(m, kfs, 4, start=0)
+    share_points(m, kfs[:2], 3, start=4)
     m.add_point(np.array([0.0, 0.0, 3.0]), kfs[0], 50)
     assert m.n_tracked_points(kfs[0].id, 1) == 8
     assert m.n_tracked_points(kfs[0].id, 2) == 7
@@ -405,8 +330,8 @@ def test_frame_helper_is_a_frame() -> None:
 
 
 def test_clear_forgets_everything_but_keeps_ids_growing() -> None:
-    m, kfs = _map_with_keyframes(2)
-    pids = _share(m, kfs, 3)
+    m, kfs = map_with_keyframes(2)
+    pids = share_points(m, kfs, 3)
     m.clear()
     assert m.n_keyframes() == 0 and m.n_points() == 0 and m.origin_kf_id == -1
     assert len(m.point_arrays(pids)) == 0
@@ -431,12 +356,13 @@ def _reference_observations_by_objects(m: Map, pids: np.ndarray) -> dict[int, tu
 
 def test_reference_observations_follow_every_edit_of_the_points() -> None:
     """The store's copy of each point's reference keypoint (what reference_observations
-    reads) and of its number of observations (observation_counts) agree with the point
+    reads) and of its observations by keypoint level (observation_counts, keyframe
+    culling) agree with the point
     objects after additions, erasures, fusions, reference changes and a culled
     keyframe."""
-    m, kfs = _map_with_keyframes(5, seed=3)
-    pids = _share(m, kfs[:3], 20) + _share(m, kfs[2:], 20, start=20)
-    pids += _share(m, kfs[1:4], 10, start=40)
+    m, kfs = map_with_keyframes(5, seed=3)
+    pids = share_points(m, kfs[:3], 20) + share_points(m, kfs[2:], 20, start=20)
+    pids += share_points(m, kfs[1:4], 10, start=40)
     rng = np.random.default_rng(5)
     for pid in rng.choice(pids, 8, replace=False).tolist():
         mp = m.points.get(pid)
@@ -462,7 +388,9 @@ def test_reference_observations_follow_every_edit_of_the_points() -> None:
         assert got.frames[g] is m.keyframes[kf_id].frame
     for pid, mp in m.points.items():
         assert m.store.get_one("ref_kp", pid) == mp.observations.get(mp.ref_kf_id, -1)
-        assert m.store.get_one("n_obs", pid) == len(mp.observations)
+        by_level = np.bincount([m.keyframes[k].frame.octave[i]
+                                for k, i in mp.observations.items()], minlength=16)
+        assert m.store.get_one("obs_levels", pid).tolist() == by_level.tolist()
     for kf in m.keyframes.values():
         if not kf.bad:
             want_counts = [len(m.points[p].observations) for p in kf.point_ids.tolist()
@@ -473,10 +401,10 @@ def test_reference_observations_follow_every_edit_of_the_points() -> None:
 def test_add_points_makes_what_add_point_makes_one_by_one() -> None:
     """A block of new points: the same ids, store rows, objects, keyframe links and
     change records as creating them one at a time."""
-    a, kfs_a = _map_with_keyframes(2, seed=9)
-    b, kfs_b = _map_with_keyframes(2, seed=9)
-    _share(a, kfs_a, 5)
-    _share(b, kfs_b, 5)
+    a, kfs_a = map_with_keyframes(2, seed=9)
+    b, kfs_b = map_with_keyframes(2, seed=9)
+    share_points(a, kfs_a, 5)
+    share_points(b, kfs_b, 5)
     a.take_changes("test"), b.take_changes("test")
     kp = np.array([40, 12, 77, 13])
     xyz = np.random.default_rng(2).uniform(1, 5, (4, 3))

@@ -464,7 +464,7 @@ def test_another_sensor_is_refused(tmp_path: Path, good_bytes: bytes) -> None:
 
 
 def test_a_loaded_map_knows_each_reference_keypoint(tmp_path: Path) -> None:
-    """ref_kp and n_obs are not in the file: loading derives them from the observations,
+    """ref_kp and obs_levels are not in the file: loading derives them from the observations,
     so that reference_observations reads the same as from the saved map."""
     m = rich_map()
     path = tmp_path / "run.map"
@@ -472,7 +472,8 @@ def test_a_loaded_map_knows_each_reference_keypoint(tmp_path: Path) -> None:
     loaded = load_map(path, calibration=CALIB, sensor="rgbd").map
     pids = np.array(sorted(m.points), np.int64)
     assert np.array_equal(loaded.store.get("ref_kp", pids), m.store.get("ref_kp", pids))
-    assert np.array_equal(loaded.store.get("n_obs", pids), m.store.get("n_obs", pids))
+    assert np.array_equal(loaded.store.get("obs_levels", pids),
+                          m.store.get("obs_levels", pids))
     assert np.count_nonzero(loaded.store.get("ref_kp", pids) >= 0) > 0
     a, b = m.reference_observations(pids), loaded.reference_observations(pids)
     assert np.array_equal(a.rows, b.rows) and a.kf_ids == b.kf_ids

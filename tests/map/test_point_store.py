@@ -168,5 +168,6 @@ def test_a_new_row_starts_the_same_whether_appended_or_inserted() -> None:
     st.reserve(5)  # below the last id: inserted
     st.reserve(11)
     st.reserve_many(np.array([12, 13]))
-    for name, want in (("n_visible", 1), ("n_found", 1), ("n_obs", 0), ("ref_kp", 0)):
+    for name, want in (("n_visible", 1), ("n_found", 1), ("ref_kp", 0)):
         assert st.get(name, np.array([5, 11, 12, 13])).tolist() == [want] * 4, name  # type: ignore[arg-type]
+    assert not st.get("obs_levels", np.array([5, 11, 12, 13])).any()

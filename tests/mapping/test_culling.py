@@ -6,7 +6,7 @@ import numpy as np
 
 from slam.map.keyframe import KeyFrame
 from slam.map.map import Map
-from slam.mapping.culling import cull_keyframes, cull_recent_points
+from slam.mapping.culling import _redundant, cull_keyframes, cull_recent_points
 from tests.map.factories import make_frame, make_keyframe
 
 N_KP = 60
@@ -104,3 +104,45 @@ def test_cull_keyframes_ratio_and_depth_filter() -> None:
 def test_cull_keyframes_unknown_id() -> None:
     m, _ = _redundancy_map()
     assert cull_keyframes(m, 99, 0.9, None) == []
+
+
+def _redundant_by_objects(m: Map, kf: KeyFrame, ratio: float) -> bool:
+    """ORB-SLAM's KeyFrameCulling rule, over each point's observations one by one."""
+    n_points = n_redundant = 0
+    for i, pid in enumerate(kf.point_ids.tolist()):
+        mp = m.points.get(pid) if pid >= 0 else None
+        if mp is None:
+            continue
+        n_points += 1
+        level = int(kf.frame.octave[i]) + 1
+        seen = sum(1 for k, j in mp.observations.items()
+                   if k != kf.id and m.keyframes[k].frame.octave[j] <= level)
+        n_redundant += seen >= 3
+    return n_points > 0 and n_redundant > ratio * n_points
+
+
+def test_redundancy_counted_by_level_matches_the_rule_over_observations() -> None:
+    """Random keypoint levels and observations, then fusions, erasures and a culled
+    keyframe: the store's counts by level give each keyframe the verdict that visiting
+    every observation gives."""
+    rng = np.random.default_rng(4)
+    m, kfs = _map(8)
+    for kf in kfs:
+        kf.frame.octave[:] = rng.integers(0, 8, N_KP)
+    pids = []
+    for i in range(N_KP):
+        seen_by = rng.choice(8, int(rng.integers(1, 8)), replace=False)
+        pid = m.add_point(np.array([0.0, 0.0, 2.0]), kfs[seen_by[0]], i).id
+        for k in seen_by[1:]:
+            m.add_observation(pid, kfs[k].id, i)
+        pids.append(pid)
+    m.replace_point(pids[3], pids[4])
+    m.erase_observation(pids[5], next(iter(m.points[pids[5]].observations)))
+    m.erase_keyframe(kfs[6].id)
+    verdicts = []
+    for ratio in (0.3, 0.5, 0.7):
+        for kf in m.good_keyframes():
+            want = _redundant_by_objects(m, kf, ratio)
+            assert _redundant(m, kf, None, ratio) == want, (kf.id, ratio)
+            verdicts.append(want)
+    assert any(verdicts) and not all(verdicts)  # the case tells the rule apart
