@@ -7,7 +7,6 @@ point *ids*, never hold objects across a lock release for writing.
 from __future__ import annotations
 
 import threading
-from collections import Counter
 from collections.abc import Iterable
 
 import numpy as np
@@ -19,6 +18,7 @@ from slam.map.changes import ChangeLog
 from slam.map.culled import HUSK_GRACE_CULLS, CulledKeyframes
 from slam.map.keyframe import KeyFrame
 from slam.map.map_point import MapPoint
+from slam.map.observations import tally
 from slam.map.point_store import PointStore
 from slam.map.views import PointArrays, ReferenceObservations
 
@@ -112,8 +112,10 @@ class Map:
             st.set("xyz", ids, np.asarray(xyz_world, np.float64).reshape(-1, 3))
             st.set("desc", ids, kf.frame.descriptors[kp_idx])
             st.set("ref_kf", ids, kf.id)
+            st.set("first_kf", ids, kf.id)
             st.set("ref_kp", ids, kp_idx)
             st.count_levels(ids, kf.frame.octave[kp_idx], 1)
+            st.observe_first(ids, kf.id, kp_idx)
             for pid, i in zip(ids.tolist(), kp_idx.tolist()):
                 self.points[pid] = MapPoint.observed_once(st, pid, kf.id, i)
                 self.changes.point_added(pid)
@@ -128,6 +130,7 @@ class Map:
             if before is not None:
                 self.store.count_levels(pid, kf.frame.octave[before], -1)
             mp.observations[kf_id] = kp_idx
+            self.store.observe(pid, kf_id, kp_idx)
             kf.frame.point_ids[kp_idx] = pid
             self.store.count_levels(pid, kf.frame.octave[kp_idx], 1)
             mp.sync_store()
@@ -277,6 +280,7 @@ class Map:
             if mp is None or kf_id not in mp.observations:
                 return
             idx = mp.observations.pop(kf_id)
+            self.store.unobserve(pid, kf_id)
             if kf is not None:
                 self.store.count_levels(pid, kf.frame.octave[idx], -1)
                 if kf.frame.point_ids[idx] == pid:
@@ -295,6 +299,7 @@ class Map:
             if mp is None:
                 return
             mp.bad = True
+            self.store.unobserve_all(pid)
             self.store.kill(pid)
             for kid, idx in mp.observations.items():
                 kf = self.keyframes.get(kid)
@@ -320,6 +325,7 @@ class Map:
                     kf.frame.point_ids[idx] = -1
                 else:
                     mp_new.observations[kid] = idx
+                    self.store.observe(new, kid, idx)
                     kf.frame.point_ids[idx] = new
                     self.store.count_levels(new, kf.frame.octave[idx], 1)
             mp_new.sync_store()
@@ -327,6 +333,7 @@ class Map:
             mp_new.n_found += mp_old.n_found
             mp_old.observations.clear()
             mp_old.bad = True
+            self.store.unobserve_all(old)
             self.store.kill(old)
             mp_old.replaced_by = new
             del self.points[old]
@@ -339,20 +346,14 @@ class Map:
         """Recount shared points with every other keyframe; link those sharing >= 15."""
         with self.lock:
             kf = self.keyframes[kf_id]
-            counter: Counter[int] = Counter()
-            for p in kf.point_ids[kf.point_ids >= 0]:
-                mp = self.points.get(int(p))
-                if mp is None or mp.bad:
-                    continue
-                for other in mp.observations:
-                    if other != kf_id:
-                        counter[other] += 1
-            if not counter:
+            _, obs_kf, _ = self.store.observations(kf.point_ids[kf.point_ids >= 0])
+            others, shared = tally(obs_kf[obs_kf != kf_id])
+            if len(others) == 0:
                 return
-            links = {k: w for k, w in counter.items() if w >= COVISIBILITY_MIN_SHARED}
-            if not links:
-                best = max(counter, key=lambda k: counter[k])
-                links = {best: counter[best]}
+            strong = shared >= COVISIBILITY_MIN_SHARED
+            if not np.any(strong):  # the one sharing most (the first of equals) alone
+                strong = np.arange(len(shared)) == int(np.argmax(shared))
+            links = dict(zip(others[strong].tolist(), shared[strong].tolist()))
             for other, w in links.items():
                 okf = self.keyframes.get(other)
                 if okf is None or okf.bad:

@@ -236,8 +236,9 @@ def _rebuild_points(m: Map, a: Arrays) -> None:
         mp.sync_store()
         mp.bad, mp.replaced_by = bad[j], repl[j]
         m.points[pid] = mp
-    _count_levels(m, np.repeat(ids, np.diff(a["pt.obs_offsets"])), a["obs.kf_id"],
-                  a["obs.kp_idx"])
+    counts = np.diff(a["pt.obs_offsets"])
+    st.load_observations(ids, counts, a["obs.kf_id"], a["obs.kp_idx"])
+    _count_levels(m, np.repeat(ids, counts), a["obs.kf_id"], a["obs.kp_idx"])
 
 
 def _count_levels(m: Map, obs_pid: NDArray[np.int64], obs_kf: NDArray[np.int64],

@@ -162,6 +162,10 @@ def _check_observations(a: Arrays) -> None:
         i = int(np.flatnonzero(bad)[0])
         raise ValueError(f"an observation names keypoint {int(kp_idx[i])} of keyframe "
                          f"{int(a['obs.kf_id'][i])}, which has {int(n_kp[i])}")
+    owner = np.repeat(np.arange(len(a["pt.id"])), np.diff(a["pt.obs_offsets"]))
+    pairs = np.stack([owner, a["obs.kf_id"]], axis=1)
+    if len(np.unique(pairs, axis=0)) != len(pairs):
+        raise ValueError("a point is observed twice by one keyframe")
 
 
 def _check_parent_chains(a: Arrays) -> None:

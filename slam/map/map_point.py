@@ -15,7 +15,7 @@ class MapPoint:
     scale-invariance range (metres) of distances from which it can be matched.
     The numeric fields live in the map's :class:`PointStore`."""
 
-    __slots__ = ("_ref", "_s", "bad", "first_kf_id", "id", "observations", "replaced_by")
+    __slots__ = ("_ref", "_s", "bad", "id", "observations", "replaced_by")
 
     def __init__(
         self, store: PointStore, pid: int, xyz_world: NDArray[np.float64],
@@ -26,9 +26,9 @@ class MapPoint:
         store.reserve(pid)
         store.set("xyz", pid, xyz_world)
         store.set("desc", pid, descriptor)
+        store.set("first_kf", pid, first_kf_id)
         self.observations: dict[int, int] = {}
         self.ref_kf_id = ref_kf_id
-        self.first_kf_id = first_kf_id
         self.bad = False
         self.replaced_by = -1
 
@@ -37,7 +37,8 @@ class MapPoint:
                  ) -> MapPoint:
         """The object of a point whose row ``store`` already holds (a loaded map)."""
         mp = cls.__new__(cls)
-        mp._s, mp.id, mp.first_kf_id = store, pid, first_kf_id
+        mp._s, mp.id = store, pid
+        store.set("first_kf", pid, first_kf_id)
         mp.observations, mp.bad, mp.replaced_by = {}, False, -1
         mp.ref_kf_id = ref_kf_id
         return mp
@@ -45,12 +46,17 @@ class MapPoint:
     @classmethod
     def observed_once(cls, store: PointStore, pid: int, kf_id: int, kp_idx: int) -> MapPoint:
         """The object of a new point seen by keyframe ``kf_id`` at keypoint ``kp_idx``,
-        whose store row (position, descriptor, ``ref_kf``/``ref_kp``) the map has
-        written already (:meth:`slam.map.map.Map.add_points`)."""
+        whose store row (position, descriptor, ``ref_kf``/``ref_kp``, ``first_kf``)
+        the map has written already (:meth:`slam.map.map.Map.add_points`)."""
         mp = cls.__new__(cls)
-        mp._s, mp.id, mp.first_kf_id, mp._ref = store, pid, kf_id, kf_id
+        mp._s, mp.id, mp._ref = store, pid, kf_id
         mp.observations, mp.bad, mp.replaced_by = {kf_id: kp_idx}, False, -1
         return mp
+
+    @property
+    def first_kf_id(self) -> int:
+        """The keyframe that made the point (its age is counted from there)."""
+        return int(self._s.get_one("first_kf", self.id))
 
     @property
     def ref_kf_id(self) -> int:

@@ -23,8 +23,10 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from slam.map.observations import FIRST_BLOCK, ObservationSlots, block_slots
+
 Field = Literal["xyz", "desc", "normal", "min_dist", "max_dist", "n_visible", "n_found",
-                "ref_kf", "ref_kp", "obs_levels"]
+                "ref_kf", "ref_kp", "first_kf", "obs_levels", "obs_at", "obs_n", "obs_cap"]
 MAX_LEVELS = 16  # pyramid levels a point's observations are counted by (features.n_levels <=)
 _LAYOUT: dict[str, tuple[Any, tuple[int, ...]]] = {
     "xyz": (np.float64, (3,)), "desc": (np.uint8, (32,)), "normal": (np.float64, (3,)),
@@ -32,9 +34,12 @@ _LAYOUT: dict[str, tuple[Any, tuple[int, ...]]] = {
     "n_visible": (np.int64, ()), "n_found": (np.int64, ()),
     # The reference keyframe and the point's keypoint there (-1: not observed there).
     "ref_kf": (np.int64, ()), "ref_kp": (np.int64, ()),
+    "first_kf": (np.int64, ()),  # the keyframe that made the point
     # Keyframes observing the point, by the pyramid level (octave) of its keypoint there:
     # their sum is the number of observations; keyframe culling asks how many are as fine.
     "obs_levels": (np.int32, (MAX_LEVELS,)),
+    # The point's block of observations in ``PointStore.obs``: start, length, room.
+    "obs_at": (np.int64, ()), "obs_n": (np.int64, ()), "obs_cap": (np.int64, ()),
 }
 _COUNT_FROM_ONE = ("n_visible", "n_found")  # a new point was seen and found once
 COMPACT_MIN_DEAD = 4096  # erased rows are dropped once there are this many and more than live
@@ -109,12 +114,15 @@ class PointStore:
     """Per-point ``xyz`` (3,) metres, ``desc`` (32,) uint8, ``normal`` (3,),
     ``min_dist``/``max_dist`` metres, ``n_visible``/``n_found`` counts, ``ref_kf`` (the
     reference keyframe's id), ``ref_kp`` (the point's keypoint in it, -1 when it has
-    none), ``obs_levels`` (MAX_LEVELS,) (keyframes observing it, by the level of its
-    keypoint there), and whether the point is alive, by id."""
+    none), ``first_kf`` (the keyframe that made it), ``obs_levels`` (MAX_LEVELS,)
+    (keyframes observing it, by the level of its keypoint there), its observations
+    (keyframe id, keypoint) in order (:mod:`slam.map.observations`), and whether the
+    point is alive, by id."""
 
     def __init__(self, capacity: int = 4096) -> None:
         self._t = _Table(max(1, capacity))
         self._dead = 0
+        self.obs = ObservationSlots()
         # Ids whose position was written since the map's changes were last taken
         # (slam.map.changes): how bundle adjustment and loop closing moves reach events.
         self.moved: set[int] = set()
@@ -228,6 +236,93 @@ class PointStore:
             bad = np.asarray(ids).reshape(-1)[r < 0]
             raise KeyError(f"no map point with id {int(bad[0])}")
         return r
+
+    # --- observations (call with the map lock held) -----------------------------
+    def observe(self, pid: int, kf_id: int, kp: int) -> None:
+        """Keyframe ``kf_id`` sees point ``pid`` at keypoint ``kp``: a new last
+        observation, or a new keypoint for a keyframe already there (in its place)."""
+        c = self._t.cols
+        r = self._t.row(int(pid))
+        at, n = int(c["obs_at"][r]), int(c["obs_n"][r])
+        hit = np.flatnonzero(self.obs.kf[at: at + n] == kf_id)
+        if len(hit):
+            self.obs.kp[at + int(hit[0])] = kp
+            return
+        if n == c["obs_cap"][r]:
+            self._repack_if_worth_it()
+            at = int(c["obs_at"][r])
+            cap = max(FIRST_BLOCK, 2 * n)
+            c["obs_at"][r] = at = self.obs.allocate_one(cap, at, n, n)
+            c["obs_cap"][r] = cap
+        self.obs.kf[at + n], self.obs.kp[at + n] = kf_id, kp
+        c["obs_n"][r] = n + 1
+
+    def observe_first(self, ids: NDArray[np.int64], kf_id: int, kps: NDArray[np.int64]
+                      ) -> None:
+        """The first observation of each new point ``ids`` (N,): keyframe ``kf_id``
+        at keypoint ``kps`` (N,)."""
+        rows = self._known(self._t, ids)
+        c = self._t.cols
+        self._move_blocks(rows, np.full(len(rows), FIRST_BLOCK, np.int64))
+        at = c["obs_at"][rows]
+        self.obs.kf[at], self.obs.kp[at] = kf_id, kps
+        c["obs_n"][rows] = 1
+
+    def unobserve(self, pid: int, kf_id: int) -> None:
+        """Drop keyframe ``kf_id``'s observation of ``pid`` (the others keep their order)."""
+        c = self._t.cols
+        r = self._t.row(int(pid))
+        at, n = int(c["obs_at"][r]), int(c["obs_n"][r])
+        hit = np.flatnonzero(self.obs.kf[at: at + n] == kf_id)
+        if len(hit) == 0:
+            return
+        i, end = at + int(hit[0]), at + n
+        for a in (self.obs.kf, self.obs.kp):
+            a[i: end - 1] = a[i + 1: end]
+        c["obs_n"][r] = n - 1
+
+    def unobserve_all(self, pid: int) -> None:
+        """Drop every observation of ``pid`` (its block becomes garbage)."""
+        c = self._t.cols
+        r = self._t.row(int(pid))
+        self.obs.garbage += int(c["obs_cap"][r])
+        c["obs_at"][r] = c["obs_n"][r] = c["obs_cap"][r] = 0
+
+    def observations(self, ids: NDArray[np.int64]
+                     ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]:
+        """The observations of ``ids`` (N,) (unknown ids have none), point after point,
+        each point's in order: the index into ``ids``, the keyframe id and the keypoint
+        of each, (M,) each."""
+        t = self._t
+        r = t.rows(np.asarray(ids, np.int64).reshape(-1))
+        ok = np.flatnonzero(r >= 0)
+        n = t.cols["obs_n"][r[ok]]
+        slots = block_slots(t.cols["obs_at"][r[ok]], n)
+        return np.repeat(ok, n), self.obs.kf[slots], self.obs.kp[slots]
+
+    def load_observations(self, ids: NDArray[np.int64], counts: NDArray[np.int64],
+                          kf: NDArray[np.int64], kp: NDArray[np.int64]) -> None:
+        """Set the observations of every point after :meth:`load`: ``counts[i]`` (N,)
+        of ``kf``/``kp`` (sum(counts),) belong to ``ids[i]``, in order."""
+        rows = self._known(self._t, ids)
+        c = self._t.cols
+        counts = np.asarray(counts, np.int64)
+        self.obs.load(np.asarray(kf, np.int64), np.asarray(kp, np.int64))
+        c["obs_at"][rows] = np.cumsum(counts) - counts
+        c["obs_n"][rows] = c["obs_cap"][rows] = counts
+
+    def _move_blocks(self, rows: NDArray[np.int64], sizes: NDArray[np.int64]) -> None:
+        """Give the blocks of ``rows`` (B,) room for ``sizes`` (B,) observations."""
+        c = self._t.cols
+        self._repack_if_worth_it()
+        c["obs_at"][rows] = self.obs.allocate(sizes, c["obs_at"][rows], c["obs_n"][rows],
+                                              c["obs_cap"][rows])
+        c["obs_cap"][rows] = sizes
+
+    def _repack_if_worth_it(self) -> None:
+        if self.obs.needs_repack():
+            c, n = self._t.cols, self._t.n
+            c["obs_at"][:n] = self.obs.repack(c["obs_at"][:n], c["obs_n"][:n], c["obs_cap"][:n])
 
     # --- life cycle --------------------------------------------------------------
     def reserve(self, pid: int) -> None:

@@ -15,18 +15,15 @@ def cull_recent_points(
 
     Points survive probation after 3 keyframes. Returns the list still on probation.
     """
-    still: list[int] = []
     with slam_map.lock:
-        for pid in recent:
-            mp = slam_map.points.get(pid)
-            if mp is None or mp.bad:
-                continue
-            age = current_kf_id - mp.first_kf_id
-            if mp.found_ratio < found_ratio or (age >= 2 and len(mp.observations) < min_obs):
-                slam_map.erase_point(pid)
-            elif age < 3:
-                still.append(pid)
-    return still
+        st = slam_map.store
+        ids, (visible, found, first, n_obs) = st.gather(
+            np.array(recent, np.int64), ("n_visible", "n_found", "first_kf", "obs_n"))
+        age = current_kf_id - first
+        weak = (found / np.maximum(visible, 1) < found_ratio) | ((age >= 2) & (n_obs < min_obs))
+        for pid in ids[weak].tolist():
+            slam_map.erase_point(pid)
+        return ids[~weak & (age < 3)].tolist()
 
 
 def cull_keyframes(

@@ -148,13 +148,10 @@ class LocalMapper(KeyframeWorker):
             kf = self.map.keyframes.get(kf_id)
             if kf is None or kf.bad:
                 return
-            pids = [int(p) for p in kf.point_ids[kf.point_ids >= 0] if int(p) in self.map.points]
-            old = []
-            for p in pids:
-                if self.map.points[p].first_kf_id == kf_id:
-                    self._recent.append(p)
-                else:
-                    old.append(p)
+            pids, (first,) = self.map.store.gather(kf.point_ids[kf.point_ids >= 0],
+                                                   ("first_kf",))
+            self._recent.extend(pids[first == kf_id].tolist())
+            old = pids[first != kf_id]
             self.map.update_normals_and_depths(old)
             self.map.update_descriptors(old)
             self.map.update_connections(kf_id)

@@ -4,14 +4,13 @@
 
 from __future__ import annotations
 
-from collections import Counter
-
 import numpy as np
 from numpy.typing import NDArray
 
 from slam.config import Sensor, SlamConfig
 from slam.map.frame import Frame
 from slam.map.map import Map
+from slam.map.observations import most_common, tally
 from slam.tracking.projection import match_projected, project_into
 
 NEIGHBOURS_PER_LOCAL_KEYFRAME = 10  # covisible keyframes each adds (ORB-SLAM: 10)
@@ -23,15 +22,13 @@ def local_keyframes(slam_map: Map, point_ids: NDArray[np.int64], limit: int
     first (at most ``limit``), then their best covisible neighbours (up to
     ``3 * limit`` in all); and the one sharing most (the new reference keyframe).
     None when no keyframe sees any of the points."""
-    counter: Counter[int] = Counter()
     with slam_map.lock:
-        for p in point_ids.tolist():
-            mp = slam_map.points.get(p)
-            if mp is not None:
-                counter.update(mp.observations.keys())
-        if not counter:
+        _, obs_kf, _ = slam_map.store.observations(point_ids)
+        seen_by, counts = tally(obs_kf)
+        if len(seen_by) == 0:
             return None
-        local = [k for k, _ in counter.most_common(limit)]
+        ranked = most_common(seen_by, counts).tolist()
+        local = ranked[:limit]
         seen = set(local)
         for k in list(local):
             kf = slam_map.keyframes.get(k)
@@ -43,7 +40,7 @@ def local_keyframes(slam_map: Map, point_ids: NDArray[np.int64], limit: int
                 if nb not in seen and not slam_map.keyframes[nb].bad:
                     seen.add(nb)
                     local.append(nb)
-    return local, counter.most_common(1)[0][0]
+    return local, ranked[0]
 
 
 def search_local_points(frame: Frame, slam_map: Map, local: list[int],

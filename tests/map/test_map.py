@@ -357,7 +357,7 @@ def _reference_observations_by_objects(m: Map, pids: np.ndarray) -> dict[int, tu
 def test_reference_observations_follow_every_edit_of_the_points() -> None:
     """The store's copy of each point's reference keypoint (what reference_observations
     reads) and of its observations by keypoint level (observation_counts, keyframe
-    culling) agree with the point
+    culling) and of its observations in order (the store's blocks) agree with the point
     objects after additions, erasures, fusions, reference changes and a culled
     keyframe."""
     m, kfs = map_with_keyframes(5, seed=3)
@@ -391,6 +391,8 @@ def test_reference_observations_follow_every_edit_of_the_points() -> None:
         by_level = np.bincount([m.keyframes[k].frame.octave[i]
                                 for k, i in mp.observations.items()], minlength=16)
         assert m.store.get_one("obs_levels", pid).tolist() == by_level.tolist()
+        _, kf_ids, kps = m.store.observations(np.array([pid]))
+        assert list(zip(kf_ids.tolist(), kps.tolist())) == list(mp.observations.items())
     for kf in m.keyframes.values():
         if not kf.bad:
             want_counts = [len(m.points[p].observations) for p in kf.point_ids.tolist()

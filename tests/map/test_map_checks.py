@@ -172,6 +172,18 @@ def test_a_cycle_of_culled_keyframes_is_refused(good: bytes, tmp_path: Path) -> 
     _refused(tmp_path, edit(good, fn), "inconsistent", "cycle")
 
 
+def test_a_point_observed_twice_by_one_keyframe_is_refused(good: bytes,
+                                                           tmp_path: Path) -> None:
+    """A point's observations name each keyframe once (the map keeps them in a
+    dictionary by keyframe, and as arrays in the store: both must agree)."""
+    def fn(parts: MapParts) -> None:
+        offsets, kf = parts.array("pt.obs_offsets"), parts.array("obs.kf_id")
+        i = int(np.flatnonzero(np.diff(offsets) >= 2)[0])  # a point seen twice or more
+        kf[offsets[i] + 1] = kf[offsets[i]]
+        parts.set_array("obs.kf_id", kf)
+    _refused(tmp_path, edit(good, fn), "inconsistent", "twice")
+
+
 # --- finding 4: image sizes checked before decoding ---------------------------------------
 @pytest.fixture
 def no_decoding(monkeypatch: pytest.MonkeyPatch) -> list[Any]:

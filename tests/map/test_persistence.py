@@ -131,10 +131,10 @@ KEYFRAME_FIELDS = {"id", "frame", "T_cam_world", "covisible", "ordered_covisible
 FRAME_FIELDS = {"id", "timestamp", "uv", "octave", "descriptors", "depth_m", "u_right",
                 "inv_sigma2", "width", "height", "color", "T_cam_world", "point_ids", "outlier",
                 "image", "right_image", "depth_image", "_grid"}
-POINT_SLOTS = {"_ref", "_s", "bad", "first_kf_id", "id", "observations", "replaced_by"}
+POINT_SLOTS = {"_ref", "_s", "bad", "id", "observations", "replaced_by"}
 # ref_kf_id lives in the store too (its keypoint there, ref_kp, is derived on load).
 POINT_STORE_FIELDS = ("xyz_world", "descriptor", "normal", "min_dist", "max_dist", "n_visible",
-                      "n_found", "ref_kf_id")
+                      "n_found", "ref_kf_id", "first_kf_id")
 JPEG_ATOL = 4  # colour is JPEG (quality 95) in map files: smooth test images stay this close
 MAP_ATTRS = {"lock", "keyframes", "points", "store", "scale_factor", "n_levels", "_next_kf",
              "_next_pt", "origin_kf_id", "version"}
@@ -464,8 +464,9 @@ def test_another_sensor_is_refused(tmp_path: Path, good_bytes: bytes) -> None:
 
 
 def test_a_loaded_map_knows_each_reference_keypoint(tmp_path: Path) -> None:
-    """ref_kp and obs_levels are not in the file: loading derives them from the observations,
-    so that reference_observations reads the same as from the saved map."""
+    """ref_kp, obs_levels and the observation blocks are not in the file: loading
+    derives them from the observations, so that reference_observations reads the same
+    as from the saved map."""
     m = rich_map()
     path = tmp_path / "run.map"
     save_map(path, m, CALIB, "rgbd")
@@ -474,6 +475,8 @@ def test_a_loaded_map_knows_each_reference_keypoint(tmp_path: Path) -> None:
     assert np.array_equal(loaded.store.get("ref_kp", pids), m.store.get("ref_kp", pids))
     assert np.array_equal(loaded.store.get("obs_levels", pids),
                           m.store.get("obs_levels", pids))
+    for got, want in zip(loaded.store.observations(pids), m.store.observations(pids)):
+        assert np.array_equal(got, want)
     assert np.count_nonzero(loaded.store.get("ref_kp", pids) >= 0) > 0
     a, b = m.reference_observations(pids), loaded.reference_observations(pids)
     assert np.array_equal(a.rows, b.rows) and a.kf_ids == b.kf_ids

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from slam.map.observations import ObservationSlots
 from slam.map.point_store import COMPACT_MIN_DEAD, PointStore
 
 
@@ -171,3 +172,70 @@ def test_a_new_row_starts_the_same_whether_appended_or_inserted() -> None:
     for name, want in (("n_visible", 1), ("n_found", 1), ("ref_kp", 0)):
         assert st.get(name, np.array([5, 11, 12, 13])).tolist() == [want] * 4, name  # type: ignore[arg-type]
     assert not st.get("obs_levels", np.array([5, 11, 12, 13])).any()
+
+
+def _observations_by_point(st: PointStore, ids: list[int]) -> dict[int, list[tuple[int, int]]]:
+    pos, kf, kp = st.observations(np.array(ids, np.int64))
+    out: dict[int, list[tuple[int, int]]] = {pid: [] for pid in ids}
+    for p, k, i in zip(pos.tolist(), kf.tolist(), kp.tolist()):
+        out[ids[p]].append((k, i))
+    return out
+
+
+def test_observations_keep_their_order_through_growth_removal_and_repacking(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Random observations made, re-pointed and dropped, with blocks outgrowing their
+    room, points erased and inserted, rows compacted and the slots repacked often:
+    each point's observations read back as a dictionary in insertion order would."""
+    monkeypatch.setattr("slam.map.observations.REPACK_MIN_GARBAGE", 8)
+    repacks: list[int] = []
+    repack = ObservationSlots.repack
+    monkeypatch.setattr(ObservationSlots, "repack",
+                        lambda self, *a: repacks.append(1) or repack(self, *a))
+    rng = np.random.default_rng(11)
+    st = PointStore(capacity=4)
+    want: dict[int, dict[int, int]] = {}
+    next_id = 0
+    for step in range(3000):
+        op = rng.random()
+        if op < 0.1 or not want:
+            ids = np.arange(next_id, next_id + int(rng.integers(1, 4)))
+            next_id += len(ids)
+            st.reserve_many(ids)
+            kps = rng.integers(0, 500, len(ids))
+            st.observe_first(ids, 0, kps)
+            want.update({int(p): {0: int(k)} for p, k in zip(ids, kps)})
+            continue
+        pid = int(rng.choice(list(want)))
+        kf = int(rng.integers(0, 30))
+        if op < 0.65:
+            kp = int(rng.integers(0, 500))
+            st.observe(pid, kf, kp)
+            want[pid][kf] = kp
+        elif op < 0.93:
+            st.unobserve(pid, kf)
+            want[pid].pop(kf, None)
+        else:
+            st.unobserve_all(pid)
+            st.kill(pid)
+            del want[pid]
+        if step % 500 == 0:
+            st.compact()
+    assert repacks  # the left-behind room was reclaimed on the way
+    got = _observations_by_point(st, sorted(want))
+    assert got == {pid: list(obs.items()) for pid, obs in want.items()}
+    pos, _, _ = st.observations(np.array([-1, next_id + 5]))
+    assert len(pos) == 0  # unknown ids have none
+
+
+def test_loaded_observations_read_back_per_point() -> None:
+    st = PointStore()
+    ids = np.array([9, 2, 5])
+    st.load(ids, np.ones(3, bool), {})
+    st.load_observations(ids, np.array([2, 0, 3]), np.array([1, 4, 7, 8, 9]),
+                         np.array([10, 40, 70, 80, 90]))
+    assert _observations_by_point(st, [2, 5, 9]) == {
+        2: [], 5: [(7, 70), (8, 80), (9, 90)], 9: [(1, 10), (4, 40)]}
+    st.observe(9, 6, 60)  # a full block moves and grows
+    assert _observations_by_point(st, [9, 5])[9] == [(1, 10), (4, 40), (6, 60)]
+    assert _observations_by_point(st, [9, 5])[5] == [(7, 70), (8, 80), (9, 90)]
