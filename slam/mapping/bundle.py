@@ -107,19 +107,17 @@ def _observed(
 def _fixed_keyframes(
     slam_map: Map, local: list[int], pids: NDArray[np.int64], max_fixed: int
 ) -> list[int]:
-    """Keyframes outside ``local`` that see the most of ``pids`` (at most ``max_fixed``)."""
+    """Keyframes outside ``local`` that see the most of ``pids`` (at most ``max_fixed``;
+    of equals, the newer first), found from the points' observations: the cost follows
+    the local map, not the whole map."""
     if max_fixed <= 0:
         return []
-    local_set = set(local)
-    counts = []
-    for kf in slam_map.good_keyframes():
-        if kf.id in local_set:
-            continue
-        n = len(_observed(kf.point_ids, pids)[0])
-        if n > 0:
-            counts.append((n, kf.id))
-    counts.sort(reverse=True)
-    return [k for _, k in counts[:max_fixed]]
+    _, obs_kf, _ = slam_map.store.observations(pids)
+    kf_ids, counts = np.unique(obs_kf[~np.isin(obs_kf, local)], return_counts=True)
+    good = np.array([not slam_map.keyframes[k].bad for k in kf_ids.tolist()], bool)
+    kf_ids, counts = kf_ids[good], counts[good]
+    order = np.lexsort((-kf_ids, -counts))[:max_fixed]
+    return kf_ids[order].tolist()
 
 
 def run_local_ba(

@@ -8,7 +8,7 @@ import pytest
 from slam.geometry.lie import se3_exp, se3_inv, se3_log
 from slam.map.keyframe import KeyFrame
 from slam.map.map import Map
-from slam.mapping.bundle import build_local_problem, run_local_ba
+from slam.mapping.bundle import _fixed_keyframes, build_local_problem, run_local_ba
 from slam.tracking.initializer import add_depth_points
 from slam.tracking.projection import match_projected, project_into
 from tests.map.factories import (
@@ -21,7 +21,9 @@ from tests.map.factories import (
     W_SMALL,
     make_frame,
     make_keyframe,
+    map_with_keyframes,
     project,
+    share_points,
     synthetic_frame,
 )
 
@@ -205,3 +207,27 @@ def test_local_ba_on_rendered_rgbd_keyframes() -> None:
         assert np.linalg.norm(dT[:3, 3]) < 0.005
         assert np.linalg.norm(se3_log(dT)[3:]) < np.radians(0.2)
         assert b > 0.02
+
+
+def test_fixed_keyframes_are_those_seeing_most_of_the_points() -> None:
+    """From the points' observations, the same keyframes and order as counting each
+    keyframe's keypoints (more shared first, the newer of equals first); culled and
+    local keyframes are never fixed."""
+    m, kfs = map_with_keyframes(9, seed=4)
+    rng = np.random.default_rng(4)
+    for i in range(60):
+        seen_by = rng.choice(9, int(rng.integers(1, 6)), replace=False)
+        share_points(m, [kfs[k] for k in seen_by], 1, start=i)
+    m.erase_keyframe(kfs[5].id)
+    local = [kfs[1].id, kfs[2].id]
+    pids = m.point_ids_of(local)
+    counts = []
+    for kf in m.good_keyframes():
+        n = int(np.count_nonzero(np.isin(kf.point_ids, pids)))
+        if kf.id not in local and n > 0:
+            counts.append((n, kf.id))
+    want = [k for _, k in sorted(counts, reverse=True)]
+    assert len(want) > 3
+    for limit in (2, 3, 40):
+        assert _fixed_keyframes(m, local, pids, limit) == want[:limit]
+    assert _fixed_keyframes(m, local, pids, 0) == []
